@@ -1,0 +1,10 @@
+//! `POST /create` with a JSON object body: a new task, dispatched to the worker.
+
+use spin_sdk::http_component;
+use spin_task_helpers::api::ApiError;
+use spin_task_helpers::{spin, TaskResponse};
+
+#[http_component]
+fn create(request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, ApiError> {
+    Ok(spin::api()?.create::<TaskResponse>(&request))
+}

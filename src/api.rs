@@ -1,0 +1,689 @@
+//! The HTTP endpoints, on plain `http` types: parse the request, apply the rules, render JSON.
+//!
+//! Every endpoint answers a [`Response`]: expected failures become an [`ApiError`] with one
+//! status code and a FastAPI-style `{"detail": "..."}` body, never a panic.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt;
+
+use chrono::Utc;
+use http::{header, Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
+use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
+use crate::response::{convert_to_response, SchemaMismatch};
+use crate::store::{Change, KeyValue, ReadError, StoreError, Tasks, UpdateError};
+use crate::task::{Task, TaskId, TaskStatus};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The page size of `/list` when none is asked for.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The largest page `/list` serves.
+pub const MAX_LIMIT: usize = 1000;
+
+/// An expected failure, and the one response it gets.
+#[derive(Debug)]
+pub enum ApiError {
+    MethodNotAllowed(Method),
+    /// A query parameter or body field that is missing or wrong: what is wrong with it.
+    Invalid(String),
+    /// A body that does not parse as JSON.
+    MalformedBody(String),
+    BodyTooLarge,
+    NotFound(TaskId),
+    AlreadyFinished(TaskId, TaskStatus),
+    /// Concurrent requests kept changing the task.
+    Contended(TaskId),
+    /// The task was stored but its dispatch could not be sent.
+    NotDispatched { id: TaskId, created: bool, error: DispatchError },
+    SchemaMismatch(SchemaMismatch),
+    Store(String),
+    /// The application's settings are wrong.
+    Misconfigured(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::AlreadyFinished(..) | Self::Contended(_) => StatusCode::CONFLICT,
+            Self::NotDispatched { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SchemaMismatch(_) | Self::Store(_) | Self::Misconfigured(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The error as the API answers it.
+    pub fn render(self) -> Response<Vec<u8>> {
+        let mut response = json_response(self.status(), &serde_json::json!({ "detail": self.to_string() }));
+        if let Self::MethodNotAllowed(allowed) = &self {
+            let allow = header::HeaderValue::from_str(allowed.as_str()).expect("a method is a valid header");
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+        response
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MethodNotAllowed(_) => f.write_str("Method Not Allowed"),
+            Self::Invalid(what) => f.write_str(what),
+            Self::MalformedBody(reason) => write!(f, "request body is not valid JSON: {reason}"),
+            Self::BodyTooLarge => write!(f, "request body is larger than {MAX_BODY_BYTES} bytes"),
+            Self::NotFound(id) => write!(f, "Task with ID `{id}` not found"),
+            Self::AlreadyFinished(id, status) => write!(
+                f,
+                "Task with ID `{id}` is already {status}; a finished task cannot be canceled"
+            ),
+            Self::Contended(id) => write!(
+                f,
+                "Task with ID `{id}` is being changed by other requests; try again"
+            ),
+            Self::NotDispatched { id, created: true, error } => write!(
+                f,
+                "Task with ID `{id}` was created but could not be dispatched ({error}); restart it to try again"
+            ),
+            Self::NotDispatched { id, created: false, error } => {
+                write!(f, "Failed to restart task with ID `{id}`: {error}")
+            }
+            Self::SchemaMismatch(mismatch) => mismatch.fmt(f),
+            Self::Store(error) => f.write_str(error),
+            Self::Misconfigured(problem) => write!(f, "the application is misconfigured: {problem}"),
+        }
+    }
+}
+
+impl From<SchemaMismatch> for ApiError {
+    fn from(mismatch: SchemaMismatch) -> Self {
+        Self::SchemaMismatch(mismatch)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Store(error) => error.into(),
+            ReadError::Corrupt(id, reason) => {
+                Self::Store(format!("stored task `{id}` is not a task: {reason}"))
+            }
+        }
+    }
+}
+
+/// The task endpoints over one key-value store and one dispatcher.
+///
+/// `R` in each endpoint is the response schema (see [`convert_to_response`]).
+pub struct Api<S, D> {
+    tasks: Tasks<S>,
+    dispatcher: D,
+}
+
+type ApiResult = Result<Response<Vec<u8>>, ApiError>;
+
+impl<S: KeyValue, D: Dispatcher> Api<S, D> {
+    pub fn new(tasks: Tasks<S>, dispatcher: D) -> Self {
+        Self { tasks, dispatcher }
+    }
+
+    /// `GET /info?task_id=ID`: the task.
+    pub fn info<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        respond(|| {
+            expect_method(request, Method::GET)?;
+            let id = Query::parse(request)?.task_id()?;
+            let task = self.tasks.get(&id)?.ok_or(ApiError::NotFound(id))?;
+            task_response::<R>(StatusCode::OK, &task)
+        })
+    }
+
+    /// `GET /list?offset=0&limit=100&status=S`: a page of tasks in creation order.
+    pub fn list<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        respond(|| {
+            expect_method(request, Method::GET)?;
+            let query = Query::parse(request)?;
+            let page = ListPage::from_query(&query)?;
+            let tasks = self.tasks.list(page.status, page.offset, page.limit)?;
+            let responses = tasks
+                .iter()
+                .map(convert_to_response::<R>)
+                .collect::<Result<Vec<R>, _>>()?;
+            Ok(json_response(StatusCode::OK, &responses))
+        })
+    }
+
+    /// `PUT /restart?task_id=ID`: back to `pending` under a new dispatch, unless its worker is
+    /// still alive.
+    pub fn restart<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        respond(|| {
+            expect_method(request, Method::PUT)?;
+            let id = Query::parse(request)?.task_id()?;
+            let now = Utc::now();
+            let broker_id = TaskId::generate(now);
+            let updated = self
+                .tasks
+                .update(&id, |task| {
+                    Ok::<_, Infallible>(match lifecycle::restart(task, now, broker_id.clone()) {
+                        Restart::Dispatch(next) => Change::Write(next, true),
+                        Restart::StillRunning => Change::Keep(false),
+                    })
+                })
+                .map_err(|error| update_error(&id, error, |never| match never {}))?;
+            // The task is stored as pending first: a dispatch that fails leaves it restartable,
+            // and a worker that gets the message always finds the dispatch it names.
+            if updated.decision {
+                self.dispatcher
+                    .dispatch(&DispatchMessage::for_task(&updated.task))
+                    .map_err(|error| ApiError::NotDispatched { id, created: false, error })?;
+            }
+            task_response::<R>(StatusCode::OK, &updated.task)
+        })
+    }
+
+    /// `PUT /cancel?task_id=ID`: a pending or running task becomes `canceled`.
+    pub fn cancel<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        respond(|| {
+            expect_method(request, Method::PUT)?;
+            let id = Query::parse(request)?.task_id()?;
+            let now = Utc::now();
+            let updated = self
+                .tasks
+                .update(&id, |task| {
+                    Ok(match lifecycle::cancel(task, now)? {
+                        Cancel::Canceled(next) => Change::Write(next, ()),
+                        Cancel::AlreadyCanceled => Change::Keep(()),
+                    })
+                })
+                .map_err(|error| {
+                    update_error(&id, error, |AlreadyFinished(status)| {
+                        ApiError::AlreadyFinished(id.clone(), status)
+                    })
+                })?;
+            task_response::<R>(StatusCode::OK, &updated.task)
+        })
+    }
+
+    /// `POST /create` with a JSON object body: a new `pending` task, dispatched to the worker.
+    pub fn create<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        respond(|| {
+            expect_method(request, Method::POST)?;
+            let (parent_id, fields) = parse_new_task(request.body())?;
+            let task = Task::new(Utc::now(), parent_id, fields);
+            self.tasks.insert(&task)?;
+            self.dispatcher
+                .dispatch(&DispatchMessage::for_task(&task))
+                .map_err(|error| ApiError::NotDispatched { id: task.id.clone(), created: true, error })?;
+            task_response::<R>(StatusCode::CREATED, &task)
+        })
+    }
+}
+
+fn respond(endpoint: impl FnOnce() -> ApiResult) -> Response<Vec<u8>> {
+    endpoint().unwrap_or_else(ApiError::render)
+}
+
+fn expect_method(request: &Request<Vec<u8>>, allowed: Method) -> Result<(), ApiError> {
+    if request.method() == allowed {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(allowed))
+    }
+}
+
+fn update_error<E>(id: &TaskId, error: UpdateError<E>, refused: impl FnOnce(E) -> ApiError) -> ApiError {
+    match error {
+        UpdateError::NotFound => ApiError::NotFound(id.clone()),
+        UpdateError::Refused(reason) => refused(reason),
+        UpdateError::Contended => ApiError::Contended(id.clone()),
+        UpdateError::Read(error) => error.into(),
+    }
+}
+
+fn task_response<R: Serialize + DeserializeOwned>(status: StatusCode, task: &Task) -> ApiResult {
+    Ok(json_response(status, &convert_to_response::<R>(task)?))
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(body).expect("responses always serialize");
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The query string's parameters, each given at most once.
+struct Query(BTreeMap<String, String>);
+
+impl Query {
+    fn parse(request: &Request<Vec<u8>>) -> Result<Self, ApiError> {
+        let query = request.uri().query().unwrap_or_default();
+        let mut parameters = BTreeMap::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if parameters.insert(name.to_string(), value.into_owned()).is_some() {
+                return Err(ApiError::Invalid(format!(
+                    "query parameter `{name}` is given more than once"
+                )));
+            }
+        }
+        Ok(Self(parameters))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn task_id(&self) -> Result<TaskId, ApiError> {
+        let id = self
+            .get("task_id")
+            .ok_or_else(|| ApiError::Invalid("query parameter `task_id` is required".into()))?;
+        parse_id("task_id", id)
+    }
+}
+
+fn parse_id(name: &str, text: &str) -> Result<TaskId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::Invalid(format!("`{name}` must be {} hexadecimal characters", TaskId::LEN))
+    })
+}
+
+/// The page `/list` asks for.
+#[derive(Debug, PartialEq)]
+struct ListPage {
+    status: Option<TaskStatus>,
+    offset: usize,
+    limit: usize,
+}
+
+impl ListPage {
+    fn from_query(query: &Query) -> Result<Self, ApiError> {
+        let offset = match query.get("offset") {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| {
+                ApiError::Invalid("`offset` must be a non-negative integer".into())
+            })?,
+        };
+        let limit = match query.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::Invalid(format!("`limit` must be an integer from 1 to {MAX_LIMIT}"))
+                })?,
+        };
+        let status = match query.get("status") {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::Invalid(format!("`status` must be one of {}", names.join(", ")))
+            })?),
+        };
+        Ok(Self { status, offset, limit })
+    }
+}
+
+/// The body of `POST /create`: a JSON object of the task's own fields and an optional
+/// `parent_id`.
+fn parse_new_task(body: &[u8]) -> Result<(Option<TaskId>, Map<String, Value>), ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| ApiError::MalformedBody(error.to_string()))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::Invalid("request body must be a JSON object".into()));
+    };
+    let parent_id = match fields.remove("parent_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(parse_id("parent_id", &id)?),
+        Some(_) => return Err(ApiError::Invalid("`parent_id` must be a string".into())),
+    };
+    if let Some(reserved) = Task::RESERVED_FIELDS.iter().find(|name| fields.contains_key(**name)) {
+        return Err(ApiError::Invalid(format!(
+            "field `{reserved}` is set by the service and cannot be given"
+        )));
+    }
+    Ok((parent_id, fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::TaskResponse;
+    use crate::store::MemoryKeyValue;
+    use std::cell::RefCell;
+
+    /// Records what it sends; fails while `down` is set.
+    #[derive(Default)]
+    struct Outbox {
+        sent: RefCell<Vec<DispatchMessage>>,
+        down: std::cell::Cell<bool>,
+    }
+
+    impl Dispatcher for &Outbox {
+        fn dispatch(&self, message: &DispatchMessage) -> Result<(), DispatchError> {
+            if self.down.get() {
+                return Err(DispatchError("connection refused".into()));
+            }
+            self.sent.borrow_mut().push(message.clone());
+            Ok(())
+        }
+    }
+
+    fn api(outbox: &Outbox) -> Api<MemoryKeyValue, &Outbox> {
+        Api::new(Tasks::new(MemoryKeyValue::default()), outbox)
+    }
+
+    fn request(method: Method, uri: &str, body: &[u8]) -> Request<Vec<u8>> {
+        Request::builder().method(method).uri(uri).body(body.to_vec()).unwrap()
+    }
+
+    fn json(response: &Response<Vec<u8>>) -> Value {
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        serde_json::from_slice(response.body()).unwrap()
+    }
+
+    fn detail(response: &Response<Vec<u8>>) -> String {
+        json(response)["detail"].as_str().unwrap().to_owned()
+    }
+
+    type TestApi<'a> = Api<MemoryKeyValue, &'a Outbox>;
+
+    fn create(api: &TestApi, body: &str) -> Value {
+        let response = api.create::<TaskResponse>(&request(Method::POST, "/create", body.as_bytes()));
+        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", json(&response));
+        json(&response)
+    }
+
+    fn put(api: &TestApi, endpoint: &str, id: &Value) -> Response<Vec<u8>> {
+        let uri = format!("/{endpoint}?task_id={}", id.as_str().unwrap());
+        let request = request(Method::PUT, &uri, b"");
+        match endpoint {
+            "cancel" => api.cancel::<TaskResponse>(&request),
+            "restart" => api.restart::<TaskResponse>(&request),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn create_stores_a_pending_task_and_dispatches_it() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, r#"{"job": "noop", "parent_id": "65a1b2c3d4e5f60718293a4b"}"#);
+        assert_eq!(task["status"], "pending");
+        assert_eq!(task["job"], "noop");
+        assert_eq!(task["parent_id"], "65a1b2c3d4e5f60718293a4b");
+        let sent = outbox.sent.borrow();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].task_id.as_str(), task["id"]);
+        assert_eq!(sent[0].broker_id.as_str(), task["broker_id"]);
+
+        let info = api.info::<TaskResponse>(&request(
+            Method::GET,
+            &format!("/info?task_id={}", task["id"].as_str().unwrap()),
+            b"",
+        ));
+        assert_eq!(info.status(), StatusCode::OK);
+        assert_eq!(json(&info), task);
+    }
+
+    #[test]
+    fn info_of_an_unknown_task_is_404_with_the_original_wording() {
+        let outbox = Outbox::default();
+        let response = api(&outbox).info::<TaskResponse>(&request(
+            Method::GET,
+            "/info?task_id=65a1b2c3d4e5f60718293a4b",
+            b"",
+        ));
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(detail(&response), "Task with ID `65a1b2c3d4e5f60718293a4b` not found");
+    }
+
+    #[test]
+    fn bad_queries_get_422_with_what_is_wrong() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let cases = [
+            ("/info", "query parameter `task_id` is required"),
+            ("/info?task_id=", "`task_id` must be 24 hexadecimal characters"),
+            ("/info?task_id=xyz", "`task_id` must be 24 hexadecimal characters"),
+            ("/info?task_id=..%2F..%2Fetc%2Fpasswd", "`task_id` must be 24 hexadecimal characters"),
+            (
+                "/info?task_id=65a1b2c3d4e5f60718293a4b&task_id=65a1b2c3d4e5f60718293a4c",
+                "query parameter `task_id` is given more than once",
+            ),
+        ];
+        for (uri, expected) in cases {
+            let response = api.info::<TaskResponse>(&request(Method::GET, uri, b""));
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
+            assert_eq!(detail(&response), expected, "{uri}");
+        }
+    }
+
+    #[test]
+    fn bad_list_parameters_get_422() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let statuses = "`status` must be one of pending, processing, done, canceled, failed, refused";
+        let cases = [
+            ("/list?offset=-1", "`offset` must be a non-negative integer"),
+            ("/list?offset=abc", "`offset` must be a non-negative integer"),
+            ("/list?limit=0", "`limit` must be an integer from 1 to 1000"),
+            ("/list?limit=1001", "`limit` must be an integer from 1 to 1000"),
+            ("/list?limit=1.5", "`limit` must be an integer from 1 to 1000"),
+            ("/list?status=running", statuses),
+            ("/list?status=", statuses),
+            ("/list?limit=5&limit=6", "query parameter `limit` is given more than once"),
+        ];
+        for (uri, expected) in cases {
+            let response = api.list::<TaskResponse>(&request(Method::GET, uri, b""));
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
+            assert_eq!(detail(&response), expected, "{uri}");
+        }
+    }
+
+    #[test]
+    fn list_defaults_and_limits() {
+        let query = Query::parse(&request(Method::GET, "/list", b"")).unwrap();
+        assert_eq!(
+            ListPage::from_query(&query).unwrap(),
+            ListPage { status: None, offset: 0, limit: DEFAULT_LIMIT }
+        );
+        let query = Query::parse(&request(Method::GET, "/list?offset=7&limit=1000&status=done&x=1", b""));
+        assert_eq!(
+            ListPage::from_query(&query.unwrap()).unwrap(),
+            ListPage { status: Some(TaskStatus::Done), offset: 7, limit: MAX_LIMIT }
+        );
+    }
+
+    #[test]
+    fn list_pages_through_tasks_in_creation_order() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let mut ids: Vec<String> = (0..5)
+            .map(|_| create(&api, "{}")["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        let page = api.list::<TaskResponse>(&request(Method::GET, "/list?offset=1&limit=2", b""));
+        let page = json(&page);
+        let page_ids: Vec<&str> = page.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert_eq!(page_ids, ids[1..3]);
+    }
+
+    #[test]
+    fn wrong_methods_get_405_with_allow() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let id_query = "?task_id=65a1b2c3d4e5f60718293a4b";
+        let cases: [(&str, fn(&TestApi, &Request<Vec<u8>>) -> Response<Vec<u8>>, Method, &str); 5] = [
+            ("/info", |a, r| a.info::<TaskResponse>(r), Method::POST, "GET"),
+            ("/list", |a, r| a.list::<TaskResponse>(r), Method::DELETE, "GET"),
+            ("/restart", |a, r| a.restart::<TaskResponse>(r), Method::GET, "PUT"),
+            ("/cancel", |a, r| a.cancel::<TaskResponse>(r), Method::POST, "PUT"),
+            ("/create", |a, r| a.create::<TaskResponse>(r), Method::GET, "POST"),
+        ];
+        for (path, endpoint, method, allow) in cases {
+            let response = endpoint(&api, &request(method, &format!("{path}{id_query}"), b"{}"));
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(response.headers()[header::ALLOW], allow, "{path}");
+            assert_eq!(detail(&response), "Method Not Allowed");
+        }
+        assert!(outbox.sent.borrow().is_empty());
+    }
+
+    #[test]
+    fn bad_create_bodies_get_4xx_and_store_nothing() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let too_large = format!(r#"{{"blob": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let cases: [(&[u8], StatusCode, &str); 8] = [
+            (b"", StatusCode::BAD_REQUEST, "request body is not valid JSON"),
+            (b"{", StatusCode::BAD_REQUEST, "request body is not valid JSON"),
+            (b"[1, 2]", StatusCode::UNPROCESSABLE_ENTITY, "request body must be a JSON object"),
+            (b"\"task\"", StatusCode::UNPROCESSABLE_ENTITY, "request body must be a JSON object"),
+            (br#"{"status": "done"}"#, StatusCode::UNPROCESSABLE_ENTITY, "field `status` is set by the service"),
+            (br#"{"parent_id": "nope"}"#, StatusCode::UNPROCESSABLE_ENTITY, "`parent_id` must be 24 hexadecimal"),
+            (br#"{"parent_id": 7}"#, StatusCode::UNPROCESSABLE_ENTITY, "`parent_id` must be a string"),
+            (too_large.as_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than"),
+        ];
+        for (body, status, expected) in cases {
+            let response = api.create::<TaskResponse>(&request(Method::POST, "/create", body));
+            assert_eq!(response.status(), status, "{expected}");
+            assert!(detail(&response).starts_with(expected), "{}", detail(&response));
+        }
+        assert!(api.tasks.list(None, 0, 10).unwrap().is_empty());
+        assert!(outbox.sent.borrow().is_empty());
+    }
+
+    #[test]
+    fn cancel_is_idempotent_and_refuses_finished_tasks() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, "{}");
+        let canceled = put(&api, "cancel", &task["id"]);
+        assert_eq!(canceled.status(), StatusCode::OK);
+        assert_eq!(json(&canceled)["status"], "canceled");
+        let again = put(&api, "cancel", &task["id"]);
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(json(&again), json(&canceled));
+
+        let done = create(&api, "{}");
+        let id: TaskId = done["id"].as_str().unwrap().parse().unwrap();
+        let runner = TaskId::generate(Utc::now());
+        api.tasks
+            .update(&id, |task| {
+                let claimed = lifecycle::claim(task, &task.broker_id, runner.clone(), Utc::now(), chrono::Duration::seconds(30))?;
+                lifecycle::finish(&claimed, &runner, Utc::now(), lifecycle::JobOutcome::Done(None))
+                    .map(|next| Change::Write(next, ()))
+            })
+            .unwrap();
+        let refused = put(&api, "cancel", &done["id"]);
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            detail(&refused),
+            format!("Task with ID `{id}` is already done; a finished task cannot be canceled")
+        );
+        assert_eq!(api.tasks.get(&id).unwrap().unwrap().status, TaskStatus::Done);
+    }
+
+    #[test]
+    fn restart_redispatches_under_a_new_broker_id() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, "{}");
+        put(&api, "cancel", &task["id"]);
+        let restarted = put(&api, "restart", &task["id"]);
+        assert_eq!(restarted.status(), StatusCode::OK);
+        let restarted = json(&restarted);
+        assert_eq!(restarted["status"], "pending");
+        assert_ne!(restarted["broker_id"], task["broker_id"]);
+        let sent = outbox.sent.borrow();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].broker_id.as_str(), restarted["broker_id"]);
+    }
+
+    #[test]
+    fn restart_of_a_running_task_changes_nothing() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, "{}");
+        let id: TaskId = task["id"].as_str().unwrap().parse().unwrap();
+        let running = api
+            .tasks
+            .update(&id, |task| {
+                lifecycle::claim(task, &task.broker_id, id.clone(), Utc::now(), chrono::Duration::seconds(30))
+                    .map(|next| Change::Write(next, ()))
+            })
+            .unwrap()
+            .task;
+        let response = put(&api, "restart", &task["id"]);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json(&response)["status"], "processing");
+        assert_eq!(api.tasks.get(&id).unwrap().unwrap(), running);
+        assert_eq!(outbox.sent.borrow().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_dispatch_is_503_and_a_later_restart_recovers() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        outbox.down.set(true);
+        let response = api.create::<TaskResponse>(&request(Method::POST, "/create", b"{}"));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let stored = api.tasks.list(None, 0, 10).unwrap();
+        assert_eq!(stored.len(), 1);
+        let id = Value::from(stored[0].id.as_str());
+        assert_eq!(
+            detail(&response),
+            format!("Task with ID `{}` was created but could not be dispatched (connection refused); restart it to try again", stored[0].id)
+        );
+
+        let failed_restart = put(&api, "restart", &id);
+        assert_eq!(failed_restart.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            detail(&failed_restart),
+            format!("Failed to restart task with ID `{}`: connection refused", stored[0].id)
+        );
+
+        outbox.down.set(false);
+        let restarted = put(&api, "restart", &id);
+        assert_eq!(restarted.status(), StatusCode::OK);
+        let sent = outbox.sent.borrow();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].broker_id.as_str(), json(&restarted)["broker_id"]);
+    }
+
+    #[test]
+    fn a_stored_task_that_does_not_fit_the_response_schema_is_a_500() {
+        #[derive(Serialize, serde::Deserialize)]
+        struct NeedsModel {
+            model: String,
+        }
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, "{}");
+        let uri = format!("/info?task_id={}", task["id"].as_str().unwrap());
+        let response = api.info::<NeedsModel>(&request(Method::GET, &uri, b""));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(detail(&response).contains("does not fit the response schema"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The adapters to Spin: its key-value store, outbound Redis and application variables.
+//!
+//! Settings come from component variables, each falling back to the default the bundled
+//! `spin.toml` also declares:
+//!
+//! | variable        | default                  | what it is                                  |
+//! |-----------------|--------------------------|---------------------------------------------|
+//! | `store`         | `default`                | the key-value store label holding the tasks |
+//! | `redis_address` | `redis://127.0.0.1:6379` | the Redis server dispatch goes through      |
+//! | `channel`       | `tasks`                  | the Redis channel the worker listens on     |
+//! | `default_job`   | `noop`                   | the job of a task that names none           |
+//! | `lease_ms`      | `30000`                  | how long a worker's claim holds unrenewed   |
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+use spin_sdk::http::IntoResponse;
+use spin_sdk::redis::Connection;
+use spin_sdk::variables;
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as kv};
+
+use crate::api::{Api, ApiError};
+use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
+use crate::store::{KeyValue, StoreError, Tasks};
+use crate::worker::{Jobs, Worker, WorkerSettings};
+
+/// The task endpoints on this component's store and Redis channel.
+pub fn api() -> Result<Api<SpinKeyValue, RedisDispatcher>, ApiError> {
+    let misconfigured = |error: anyhow::Error| ApiError::Misconfigured(format!("{error:#}"));
+    let tasks = Tasks::new(SpinKeyValue::from_variables().map_err(misconfigured)?);
+    let dispatcher = RedisDispatcher::from_variables().map_err(misconfigured)?;
+    Ok(Api::new(tasks, dispatcher))
+}
+
+/// A worker running `jobs` on this component's store.
+pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
+    let lease_ms = variable("lease_ms", "30000")?;
+    let lease_ms: i64 = lease_ms
+        .parse()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| anyhow::anyhow!("variable `lease_ms` must be a positive integer, not `{lease_ms}`"))?;
+    let settings = WorkerSettings {
+        lease: chrono::Duration::milliseconds(lease_ms),
+        default_job: variable("default_job", "noop")?,
+    };
+    Ok(Worker::new(Tasks::new(SpinKeyValue::from_variables()?), jobs, settings))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> spin_sdk::http::Response {
+        self.render().into_response()
+    }
+}
+
+/// A component variable, or `default` where the component declares none.
+fn variable(name: &str, default: &str) -> anyhow::Result<String> {
+    match variables::get(name) {
+        Ok(value) => Ok(value),
+        Err(variables::Error::Undefined(_)) => Ok(default.to_owned()),
+        Err(error) => anyhow::bail!("variable `{name}`: {error}"),
+    }
+}
+
+/// A Spin key-value store, through `wasi:keyvalue`, opened on first use.
+pub struct SpinKeyValue {
+    label: String,
+    bucket: OnceCell<Result<kv::Bucket, StoreError>>,
+}
+
+/// A read made for a swap, and the key it was made on.
+pub struct SpinCas {
+    cas: atomics::Cas,
+    key: String,
+}
+
+impl SpinKeyValue {
+    /// The store named by the `store` variable.
+    pub fn from_variables() -> anyhow::Result<Self> {
+        Ok(Self::new(variable("store", "default")?))
+    }
+
+    pub fn new(label: String) -> Self {
+        Self { label, bucket: OnceCell::new() }
+    }
+
+    fn bucket(&self) -> Result<&kv::Bucket, StoreError> {
+        self.bucket
+            .get_or_init(|| kv::open(&self.label).map_err(|error| store_error(&self.label, error)))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn error(&self, error: kv::Error) -> StoreError {
+        store_error(&self.label, error)
+    }
+}
+
+fn store_error(label: &str, error: kv::Error) -> StoreError {
+    let reason = match error {
+        kv::Error::NoSuchStore => "no such store".to_owned(),
+        kv::Error::AccessDenied => "access denied (is it in the component's `key_value_stores`?)".to_owned(),
+        kv::Error::Other(reason) => reason,
+    };
+    StoreError(format!("store `{label}`: {reason}"))
+}
+
+impl KeyValue for SpinKeyValue {
+    type Cas = SpinCas;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bucket()?.get(key).map_err(|e| self.error(e))
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = batch::get_many(self.bucket()?, keys).map_err(|e| self.error(e))?;
+        // Stores answer in their own order, and may leave missing keys out.
+        let mut found: HashMap<String, Vec<u8>> = found
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        Ok(keys.iter().map(|key| found.remove(key)).collect())
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.bucket()?.set(key, value).map_err(|e| self.error(e))
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let bucket = self.bucket()?;
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = bucket.list_keys(cursor.as_deref()).map_err(|e| self.error(e))?;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    fn watch(&self, key: &str) -> Result<(SpinCas, Option<Vec<u8>>), StoreError> {
+        let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| self.error(e))?;
+        let current = cas.current().map_err(|e| self.error(e))?;
+        Ok((SpinCas { cas, key: key.to_owned() }, current))
+    }
+
+    fn swap(&self, cas: SpinCas, value: &[u8]) -> Result<bool, StoreError> {
+        let SpinCas { cas, key } = cas;
+        match atomics::swap(cas, value) {
+            Ok(()) => Ok(true),
+            // Spin's Redis-backed store reports a failed swap even when it wrote the value, so
+            // the stored bytes decide. Every version of a task is distinct bytes, so equal
+            // bytes mean this write is the one that landed.
+            Err(failure) => match self.get(&key)? {
+                Some(stored) if stored == value => Ok(true),
+                _ => match failure {
+                    atomics::CasError::CasFailed(_) => Ok(false),
+                    atomics::CasError::StoreError(error) => Err(self.error(error)),
+                },
+            },
+        }
+    }
+}
+
+/// Sends dispatch messages to the worker over a Redis channel.
+pub struct RedisDispatcher {
+    address: String,
+    channel: String,
+}
+
+impl RedisDispatcher {
+    /// The channel named by the `redis_address` and `channel` variables.
+    pub fn from_variables() -> anyhow::Result<Self> {
+        Ok(Self {
+            address: variable("redis_address", "redis://127.0.0.1:6379")?,
+            channel: variable("channel", "tasks")?,
+        })
+    }
+}
+
+impl Dispatcher for RedisDispatcher {
+    fn dispatch(&self, message: &DispatchMessage) -> Result<(), DispatchError> {
+        let failed = |error: spin_sdk::redis::Error| DispatchError(format!("Redis at {}: {error}", self.address));
+        let connection = Connection::open(&self.address).map_err(failed)?;
+        connection.publish(&self.channel, &message.to_bytes()).map_err(failed)
+    }
+}
