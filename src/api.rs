@@ -233,6 +233,18 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     }
 }
 
+/// `GET /openapi.json`: the API's OpenAPI `document`.
+pub fn openapi(request: &Request<Vec<u8>>, document: &[u8]) -> Response<Vec<u8>> {
+    respond(|| {
+        expect_method(request, Method::GET)?;
+        let mut response = Response::new(document.to_vec());
+        response.headers_mut().insert(header::CONTENT_TYPE, JSON);
+        Ok(response)
+    })
+}
+
+const JSON: header::HeaderValue = header::HeaderValue::from_static("application/json");
+
 fn respond(endpoint: impl FnOnce() -> ApiResult) -> Response<Vec<u8>> {
     endpoint().unwrap_or_else(ApiError::render)
 }
@@ -262,10 +274,7 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Vec<u8>>
     let body = serde_json::to_vec(body).expect("responses always serialize");
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, JSON);
     response
 }
 
@@ -670,6 +679,16 @@ mod tests {
         let sent = outbox.sent.borrow();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].broker_id.as_str(), json(&restarted)["broker_id"]);
+    }
+
+    #[test]
+    fn the_openapi_document_is_served_as_json_to_get_only() {
+        let document = br#"{"openapi": "3.1.0"}"#;
+        let response = openapi(&request(Method::GET, "/openapi.json", b""), document);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json(&response)["openapi"], "3.1.0");
+        let response = openapi(&request(Method::POST, "/openapi.json", b""), document);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]
