@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 
-use chrono::Utc;
+use chrono::{Duration, Utc};
 use http::{header, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
 
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
@@ -41,6 +42,10 @@ pub enum ApiError {
     Contended(TaskId),
     /// The task was stored but its dispatch could not be sent.
     NotDispatched { id: TaskId, created: bool, error: DispatchError },
+    /// `/redispatch` could not send this task; tasks before it were sent.
+    NotRedispatched { id: TaskId, error: DispatchError },
+    /// A token is set and the request does not carry it.
+    Unauthorized,
     SchemaMismatch(SchemaMismatch),
     Store(String),
     /// The application's settings are wrong.
@@ -56,7 +61,10 @@ impl ApiError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AlreadyFinished(..) | Self::Contended(_) => StatusCode::CONFLICT,
-            Self::NotDispatched { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotDispatched { .. } | Self::NotRedispatched { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::SchemaMismatch(_) | Self::Store(_) | Self::Misconfigured(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -66,9 +74,16 @@ impl ApiError {
     /// The error as the API answers it.
     pub fn render(self) -> Response<Vec<u8>> {
         let mut response = json_response(self.status(), &serde_json::json!({ "detail": self.to_string() }));
-        if let Self::MethodNotAllowed(allowed) = &self {
-            let allow = header::HeaderValue::from_str(allowed.as_str()).expect("a method is a valid header");
-            response.headers_mut().insert(header::ALLOW, allow);
+        match &self {
+            Self::MethodNotAllowed(allowed) => {
+                let allow = header::HeaderValue::from_str(allowed.as_str()).expect("a method is a valid header");
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            Self::Unauthorized => {
+                let challenge = header::HeaderValue::from_static("Bearer");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            _ => {}
         }
         response
     }
@@ -97,6 +112,11 @@ impl fmt::Display for ApiError {
             Self::NotDispatched { id, created: false, error } => {
                 write!(f, "Failed to restart task with ID `{id}`: {error}")
             }
+            Self::NotRedispatched { id, error } => write!(
+                f,
+                "Failed to redispatch task with ID `{id}`: {error}; call again once it is back"
+            ),
+            Self::Unauthorized => f.write_str("Not authenticated"),
             Self::SchemaMismatch(mismatch) => mismatch.fmt(f),
             Self::Store(error) => f.write_str(error),
             Self::Misconfigured(problem) => write!(f, "the application is misconfigured: {problem}"),
@@ -127,25 +147,59 @@ impl From<ReadError> for ApiError {
     }
 }
 
+/// How the endpoints behave.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// How long a task may stay `pending` before `/redispatch` sends it again.
+    pub redispatch_after: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { api_token: None, redispatch_after: Duration::seconds(60) }
+    }
+}
+
 /// The task endpoints over one key-value store and one dispatcher.
 ///
 /// `R` in each endpoint is the response schema (see [`convert_to_response`]).
 pub struct Api<S, D> {
     tasks: Tasks<S>,
     dispatcher: D,
+    settings: ApiSettings,
 }
 
 type ApiResult = Result<Response<Vec<u8>>, ApiError>;
 
+/// What `/redispatch` answers.
+#[derive(Debug, Serialize)]
+struct Redispatched {
+    redispatched: Vec<TaskId>,
+}
+
 impl<S: KeyValue, D: Dispatcher> Api<S, D> {
-    pub fn new(tasks: Tasks<S>, dispatcher: D) -> Self {
-        Self { tasks, dispatcher }
+    pub fn new(tasks: Tasks<S>, dispatcher: D, settings: ApiSettings) -> Self {
+        Self { tasks, dispatcher, settings }
+    }
+
+    /// Checks the caller and the method, then runs the endpoint; renders any error.
+    fn serve(
+        &self,
+        request: &Request<Vec<u8>>,
+        allowed: Method,
+        endpoint: impl FnOnce() -> ApiResult,
+    ) -> Response<Vec<u8>> {
+        let checked = authorize(request, self.settings.api_token.as_deref())
+            .and_then(|()| expect_method(request, allowed))
+            .and_then(|()| endpoint());
+        checked.unwrap_or_else(ApiError::render)
     }
 
     /// `GET /info?task_id=ID`: the task.
     pub fn info<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        respond(|| {
-            expect_method(request, Method::GET)?;
+        self.serve(request, Method::GET, || {
             let id = Query::parse(request)?.task_id()?;
             let task = self.tasks.get(&id)?.ok_or(ApiError::NotFound(id))?;
             task_response::<R>(StatusCode::OK, &task)
@@ -154,8 +208,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
 
     /// `GET /list?offset=0&limit=100&status=S`: a page of tasks in creation order.
     pub fn list<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        respond(|| {
-            expect_method(request, Method::GET)?;
+        self.serve(request, Method::GET, || {
             let query = Query::parse(request)?;
             let page = ListPage::from_query(&query)?;
             let tasks = self.tasks.list(page.status, page.offset, page.limit)?;
@@ -170,8 +223,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     /// `PUT /restart?task_id=ID`: back to `pending` under a new dispatch, unless its worker is
     /// still alive.
     pub fn restart<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        respond(|| {
-            expect_method(request, Method::PUT)?;
+        self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
             let now = Utc::now();
             let broker_id = TaskId::generate(now);
@@ -197,8 +249,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
 
     /// `PUT /cancel?task_id=ID`: a pending or running task becomes `canceled`.
     pub fn cancel<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        respond(|| {
-            expect_method(request, Method::PUT)?;
+        self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
             let now = Utc::now();
             let updated = self
@@ -220,8 +271,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
 
     /// `POST /create` with a JSON object body: a new `pending` task, dispatched to the worker.
     pub fn create<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        respond(|| {
-            expect_method(request, Method::POST)?;
+        self.serve(request, Method::POST, || {
             let (parent_id, fields) = parse_new_task(request.body())?;
             let task = Task::new(Utc::now(), parent_id, fields);
             self.tasks.insert(&task)?;
@@ -231,23 +281,73 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
             task_response::<R>(StatusCode::CREATED, &task)
         })
     }
+
+    /// `POST /redispatch`: sends again every task whose dispatch seems lost — `pending` for
+    /// longer than [`ApiSettings::redispatch_after`], or `processing` under a lease that ran
+    /// out — and answers their ids. Meant for a scheduler to call; concurrent calls send each
+    /// task once.
+    pub fn redispatch(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+        self.serve(request, Method::POST, || {
+            let now = Utc::now();
+            let overdue_since = now - self.settings.redispatch_after;
+            let mut redispatched = Vec::new();
+            for status in [TaskStatus::Pending, TaskStatus::Processing] {
+                for task in self.tasks.list(Some(status), 0, usize::MAX)? {
+                    let broker_id = TaskId::generate(now);
+                    let updated = self.tasks.update(&task.id, |task| {
+                        Ok::<_, Infallible>(
+                            match lifecycle::redispatch(task, now, overdue_since, broker_id.clone()) {
+                                Some(next) => Change::Write(next, true),
+                                None => Change::Keep(false),
+                            },
+                        )
+                    });
+                    let updated = match updated {
+                        Ok(updated) => updated,
+                        // Gone, or taken by a concurrent caller: not this call's to send.
+                        Err(UpdateError::NotFound | UpdateError::Contended) => continue,
+                        Err(error) => return Err(update_error(&task.id, error, |never| match never {})),
+                    };
+                    if updated.decision {
+                        self.dispatcher
+                            .dispatch(&DispatchMessage::for_task(&updated.task))
+                            .map_err(|error| ApiError::NotRedispatched { id: task.id.clone(), error })?;
+                        redispatched.push(task.id);
+                    }
+                }
+            }
+            Ok(json_response(StatusCode::OK, &Redispatched { redispatched }))
+        })
+    }
 }
 
-/// `GET /openapi.json`: the API's OpenAPI `document`.
+/// Lets the request through if no token is set, or if it carries the token.
+fn authorize(request: &Request<Vec<u8>>, token: Option<&str>) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    // Constant time, so the comparison does not tell how much of a guess was right.
+    match given {
+        Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// `GET /openapi.json`: the API's OpenAPI `document`. It holds no data, so it needs no token.
 pub fn openapi(request: &Request<Vec<u8>>, document: &[u8]) -> Response<Vec<u8>> {
-    respond(|| {
-        expect_method(request, Method::GET)?;
+    let served = expect_method(request, Method::GET).map(|()| {
         let mut response = Response::new(document.to_vec());
         response.headers_mut().insert(header::CONTENT_TYPE, JSON);
-        Ok(response)
-    })
+        response
+    });
+    served.unwrap_or_else(ApiError::render)
 }
 
 const JSON: header::HeaderValue = header::HeaderValue::from_static("application/json");
-
-fn respond(endpoint: impl FnOnce() -> ApiResult) -> Response<Vec<u8>> {
-    endpoint().unwrap_or_else(ApiError::render)
-}
 
 fn expect_method(request: &Request<Vec<u8>>, allowed: Method) -> Result<(), ApiError> {
     if request.method() == allowed {
@@ -399,7 +499,7 @@ mod tests {
     }
 
     fn api(outbox: &Outbox) -> Api<MemoryKeyValue, &Outbox> {
-        Api::new(Tasks::new(MemoryKeyValue::default()), outbox)
+        Api::new(Tasks::new(MemoryKeyValue::default()), outbox, ApiSettings::default())
     }
 
     fn request(method: Method, uri: &str, body: &[u8]) -> Request<Vec<u8>> {
@@ -679,6 +779,104 @@ mod tests {
         let sent = outbox.sent.borrow();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].broker_id.as_str(), json(&restarted)["broker_id"]);
+    }
+
+    fn api_with(outbox: &Outbox, settings: ApiSettings) -> Api<MemoryKeyValue, &Outbox> {
+        Api::new(Tasks::new(MemoryKeyValue::default()), outbox, settings)
+    }
+
+    #[test]
+    fn redispatch_sends_each_overdue_pending_task_once_per_period() {
+        let outbox = Outbox::default();
+        let api = api_with(
+            &outbox,
+            ApiSettings { redispatch_after: Duration::milliseconds(50), ..ApiSettings::default() },
+        );
+        let overdue = create(&api, "{}");
+        let canceled = create(&api, "{}");
+        put(&api, "cancel", &canceled["id"]);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let fresh = create(&api, "{}");
+
+        let call = || api.redispatch(&request(Method::POST, "/redispatch", b""));
+        let first = call();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(json(&first), serde_json::json!({"redispatched": [overdue["id"]]}));
+        let sent = outbox.sent.borrow().last().cloned().unwrap();
+        assert_eq!(sent.task_id.as_str(), overdue["id"]);
+        assert_ne!(sent.broker_id.as_str(), overdue["broker_id"]);
+        let stored = api.tasks.get(&sent.task_id).unwrap().unwrap();
+        assert_eq!(stored.broker_id, sent.broker_id);
+
+        // Sent just now: not overdue again until another period has passed.
+        assert_eq!(json(&call()), serde_json::json!({"redispatched": []}));
+        assert_eq!(outbox.sent.borrow().len(), 4);
+        drop(fresh);
+    }
+
+    #[test]
+    fn redispatch_recovers_a_task_whose_worker_lease_ran_out() {
+        let outbox = Outbox::default();
+        let api = api(&outbox);
+        let task = create(&api, "{}");
+        let id: TaskId = task["id"].as_str().unwrap().parse().unwrap();
+        api.tasks
+            .update(&id, |task| {
+                let lease = chrono::Duration::milliseconds(1);
+                lifecycle::claim(task, &task.broker_id, id.clone(), Utc::now(), lease)
+                    .map(|next| Change::Write(next, ()))
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let response = api.redispatch(&request(Method::POST, "/redispatch", b""));
+        assert_eq!(json(&response), serde_json::json!({"redispatched": [task["id"]]}));
+        let stored = api.tasks.get(&id).unwrap().unwrap();
+        assert_eq!(stored.status, TaskStatus::Pending);
+        assert_eq!(stored.attempts[0].outcome, Some(crate::task::AttemptOutcome::Abandoned));
+    }
+
+    #[test]
+    fn redispatch_without_redis_is_503() {
+        let outbox = Outbox::default();
+        let api = api_with(&outbox, ApiSettings { redispatch_after: Duration::zero(), ..ApiSettings::default() });
+        let task = create(&api, "{}");
+        outbox.down.set(true);
+        let response = api.redispatch(&request(Method::POST, "/redispatch", b""));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            detail(&response),
+            format!(
+                "Failed to redispatch task with ID `{}`: connection refused; call again once it is back",
+                task["id"].as_str().unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn with_a_token_set_every_endpoint_needs_it() {
+        let outbox = Outbox::default();
+        let api = api_with(
+            &outbox,
+            ApiSettings { api_token: Some("s3cret".into()), ..ApiSettings::default() },
+        );
+        let with_auth = |value: Option<&str>| {
+            let mut request = request(Method::GET, "/list", b"");
+            if let Some(value) = value {
+                request.headers_mut().insert(header::AUTHORIZATION, value.parse().unwrap());
+            }
+            api.list::<TaskResponse>(&request)
+        };
+        for refused in [None, Some("Bearer wrong"), Some("Bearer s3cre"), Some("s3cret"), Some("Basic s3cret")] {
+            let response = with_auth(refused);
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
+            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            assert_eq!(detail(&response), "Not authenticated");
+        }
+        assert_eq!(with_auth(Some("Bearer s3cret")).status(), StatusCode::OK);
+
+        let unauthenticated = api.create::<TaskResponse>(&request(Method::POST, "/create", b"{}"));
+        assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+        assert!(outbox.sent.borrow().is_empty());
     }
 
     #[test]

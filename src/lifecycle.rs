@@ -35,6 +35,32 @@ pub fn restart(task: &Task, now: DateTime<Utc>, broker_id: TaskId) -> Restart {
     Restart::Dispatch(touched(next, now))
 }
 
+/// Sends a task again under the dispatch `broker_id` if its last dispatch seems lost: it has
+/// been `pending` since before `overdue_since`, or it is `processing` under a lease that ran out
+/// (its worker died). `None` for any other task.
+///
+/// The new dispatch voids the old one and moves `updated_at`, so a task is redispatched once per
+/// overdue period however many callers race.
+pub fn redispatch(
+    task: &Task,
+    now: DateTime<Utc>,
+    overdue_since: DateTime<Utc>,
+    broker_id: TaskId,
+) -> Option<Task> {
+    match task.status {
+        TaskStatus::Pending if task.updated_at <= overdue_since => {
+            let mut next = task.clone();
+            next.broker_id = broker_id;
+            Some(touched(next, now))
+        }
+        TaskStatus::Processing if !lease_is_live(task, now) => match restart(task, now, broker_id) {
+            Restart::Dispatch(next) => Some(next),
+            Restart::StillRunning => None,
+        },
+        _ => None,
+    }
+}
+
 /// What a cancel asks of a task.
 #[derive(Debug, PartialEq)]
 pub enum Cancel {
@@ -389,6 +415,34 @@ mod tests {
             refuse(&task, &id(), now(), Detail::truncated("no")),
             Err(NotForThisWorker::StaleDispatch)
         );
+    }
+
+    #[test]
+    fn only_overdue_pending_tasks_and_tasks_of_dead_workers_are_redispatched() {
+        let overdue_since = now() + Duration::seconds(60);
+        let later = overdue_since + Duration::seconds(1);
+        for status in TaskStatus::ALL {
+            let task = with_status(status);
+            let broker_id = id();
+            let next = redispatch(&task, later, overdue_since, broker_id.clone());
+            match status {
+                TaskStatus::Pending | TaskStatus::Processing => {
+                    let next = next.unwrap_or_else(|| panic!("{status} must be redispatched"));
+                    assert_eq!(next.status, TaskStatus::Pending);
+                    assert_eq!(next.broker_id, broker_id);
+                    assert_eq!(next.updated_at, later);
+                }
+                _ => assert_eq!(next, None, "{status}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_recently_dispatched_or_live_task_is_not_redispatched() {
+        let overdue_since = now() - Duration::seconds(1);
+        assert_eq!(redispatch(&pending(), now(), overdue_since, id()), None);
+        let running = processing(&id());
+        assert_eq!(redispatch(&running, now() + LEASE / 2, now() + LEASE, id()), None);
     }
 
     #[test]

@@ -19,32 +19,41 @@ use spin_sdk::redis::Connection;
 use spin_sdk::variables;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as kv};
 
-use crate::api::{Api, ApiError};
+use crate::api::{Api, ApiError, ApiSettings};
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use crate::store::{KeyValue, StoreError, Tasks};
 use crate::worker::{Jobs, Worker, WorkerSettings};
 
 /// The task endpoints on this component's store and Redis channel.
 pub fn api() -> Result<Api<SpinKeyValue, RedisDispatcher>, ApiError> {
-    let misconfigured = |error: anyhow::Error| ApiError::Misconfigured(format!("{error:#}"));
-    let tasks = Tasks::new(SpinKeyValue::from_variables().map_err(misconfigured)?);
-    let dispatcher = RedisDispatcher::from_variables().map_err(misconfigured)?;
-    Ok(Api::new(tasks, dispatcher))
+    let build = || -> anyhow::Result<_> {
+        let token = variable("api_token", "")?;
+        let settings = ApiSettings {
+            api_token: Some(token).filter(|token| !token.is_empty()),
+            redispatch_after: milliseconds("redispatch_after_ms", "60000")?,
+        };
+        let tasks = Tasks::new(SpinKeyValue::from_variables()?);
+        Ok(Api::new(tasks, RedisDispatcher::from_variables()?, settings))
+    };
+    build().map_err(|error| ApiError::Misconfigured(format!("{error:#}")))
 }
 
 /// A worker running `jobs` on this component's store.
 pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
-    let lease_ms = variable("lease_ms", "30000")?;
-    let lease_ms: i64 = lease_ms
-        .parse()
-        .ok()
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| anyhow::anyhow!("variable `lease_ms` must be a positive integer, not `{lease_ms}`"))?;
     let settings = WorkerSettings {
-        lease: chrono::Duration::milliseconds(lease_ms),
+        lease: milliseconds("lease_ms", "30000")?,
         default_job: variable("default_job", "noop")?,
     };
     Ok(Worker::new(Tasks::new(SpinKeyValue::from_variables()?), jobs, settings))
+}
+
+/// A duration variable, in milliseconds.
+fn milliseconds(name: &str, default: &str) -> anyhow::Result<chrono::Duration> {
+    let text = variable(name, default)?;
+    match text.parse::<i64>() {
+        Ok(ms) if ms > 0 => Ok(chrono::Duration::milliseconds(ms)),
+        _ => anyhow::bail!("variable `{name}` must be a positive number of milliseconds, not `{text}`"),
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -74,12 +74,13 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// The sample jobs: `noop`, `fail` and `sleep`.
+    /// The sample jobs: `noop`, `fail`, `sleep` and `crash`.
     pub fn samples() -> Self {
         Self::default()
             .with("noop", Noop)
             .with("fail", Fail)
             .with("sleep", Sleep)
+            .with("crash", Crash)
     }
 
     /// These jobs and `job` under `name`, replacing any job of that name.
@@ -132,6 +133,17 @@ impl Job for Sleep {
             lease.keep_alive()?;
         }
         Ok(Some(format!("slept {ms} ms")))
+    }
+}
+
+/// Aborts its worker in the middle of the job, as a bug or running out of memory would: the
+/// task stays `processing` until its lease runs out, and then a restart or `/redispatch`
+/// recovers it.
+pub struct Crash;
+
+impl Job for Crash {
+    fn run(&self, _: &Task, _: &mut dyn Lease) -> anyhow::Result<Option<String>> {
+        panic!("the `crash` job aborts its worker, as asked")
     }
 }
 
