@@ -273,8 +273,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     pub fn create<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
         self.serve(request, Method::POST, || {
             let (parent_id, fields) = parse_new_task(request.body())?;
-            let task = Task::new(Utc::now(), parent_id, fields);
-            self.tasks.insert(&task)?;
+            let task = self.tasks.insert(Task::new(Utc::now(), parent_id, fields))?;
             self.dispatcher
                 .dispatch(&DispatchMessage::for_task(&task))
                 .map_err(|error| ApiError::NotDispatched { id: task.id.clone(), created: true, error })?;

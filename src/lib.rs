@@ -7,6 +7,7 @@
 //! - [`task`]: the stored task, its id and status;
 //! - [`lifecycle`]: the status rules, as pure functions;
 //! - [`store`]: tasks in a key-value store, changed only by compare-and-swap;
+//! - [`index`]: the listing index, so `/list` costs one page whatever the number of tasks;
 //! - [`dispatch`]: the message that sends a task to the worker;
 //! - [`response`]: [`convert_to_response`], from a stored task to a response schema;
 //! - [`api`]: the HTTP endpoints on plain `http` types;
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod dispatch;
+pub mod index;
 pub mod lifecycle;
 pub mod response;
 #[cfg(feature = "spin")]

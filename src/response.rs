@@ -55,9 +55,10 @@ pub fn convert_to_response<R: DeserializeOwned>(task: &Task) -> Result<R, Schema
         reason: error.to_string(),
     };
     let mut document = serde_json::to_value(task).map_err(mismatch)?;
-    // The revision is storage's own bookkeeping, not part of the task a client sees.
+    // The revision and slot are storage's own bookkeeping, not part of the task a client sees.
     if let Value::Object(fields) = &mut document {
         fields.remove("revision");
+        fields.remove("slot");
     }
     serde_json::from_value(document).map_err(mismatch)
 }
@@ -80,7 +81,7 @@ mod tests {
         assert_eq!(json["status"], "pending");
         assert_eq!(json["job"], "noop");
         assert_eq!(json["priority"], 3);
-        for absent in ["revision", "detail", "parent_id", "lease_until", "attempts", "_id"] {
+        for absent in ["revision", "slot", "detail", "parent_id", "lease_until", "attempts", "_id"] {
             assert!(json.get(absent).is_none(), "{absent} must be left out");
         }
     }

@@ -138,24 +138,14 @@ impl KeyValue for SpinKeyValue {
         self.bucket()?.set(key, value).map_err(|e| self.error(e))
     }
 
-    fn keys(&self) -> Result<Vec<String>, StoreError> {
-        let bucket = self.bucket()?;
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = bucket.list_keys(cursor.as_deref()).map_err(|e| self.error(e))?;
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(keys),
-            }
-        }
-    }
-
     fn watch(&self, key: &str) -> Result<(SpinCas, Option<Vec<u8>>), StoreError> {
         let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| self.error(e))?;
         let current = cas.current().map_err(|e| self.error(e))?;
         Ok((SpinCas { cas, key: key.to_owned() }, current))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(self.bucket()?, key, delta).map_err(|e| self.error(e))
     }
 
     fn swap(&self, cas: SpinCas, value: &[u8]) -> Result<bool, StoreError> {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 
+use crate::index::Index;
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A failure of the key-value store itself.
@@ -36,15 +37,16 @@ pub trait KeyValue {
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
-    /// Every key in the store.
-    fn keys(&self) -> Result<Vec<String>, StoreError>;
-
     /// Reads `key` to change it with [`KeyValue::swap`].
     fn watch(&self, key: &str) -> Result<(Self::Cas, Option<Vec<u8>>), StoreError>;
 
     /// Writes `value` if the key still holds what [`KeyValue::watch`] read: `Ok(true)` if written,
     /// `Ok(false)` if another writer changed it first.
     fn swap(&self, cas: Self::Cas, value: &[u8]) -> Result<bool, StoreError>;
+
+    /// Atomically adds `delta` to the counter at `key` (0 if absent) and answers the sum. A
+    /// counter key is only ever read through this.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 }
 
 /// Why stored tasks could not be read.
@@ -101,7 +103,8 @@ pub enum Change<T> {
     Keep(T),
 }
 
-/// Tasks kept in a key-value store, one JSON document each under `task:<id>`.
+/// Tasks kept in a key-value store, one JSON document each under `task:<id>`, with the
+/// [listing index](crate::index) beside them.
 pub struct Tasks<S> {
     store: S,
 }
@@ -126,9 +129,16 @@ impl<S: KeyValue> Tasks<S> {
         }
     }
 
-    /// Stores a new task. Ids carry 64 random bits, so a new id names no stored task.
-    pub fn insert(&self, task: &Task) -> Result<(), StoreError> {
-        self.store.set(&Task::key(&task.id), &encode(task))
+    fn index(&self) -> Index<'_, S> {
+        Index::new(&self.store)
+    }
+
+    /// Stores a new task and answers it as stored. Ids carry 64 random bits, so a new id names
+    /// no stored task.
+    pub fn insert(&self, mut task: Task) -> Result<Task, StoreError> {
+        task.slot = self.index().enter(&task)?;
+        self.store.set(&Task::key(&task.id), &encode(&task))?;
+        Ok(task)
     }
 
     /// Applies `rule` to the stored task with compare-and-swap, running it again on the fresh
@@ -148,6 +158,9 @@ impl<S: KeyValue> Tasks<S> {
                 Change::Keep(decision) => return Ok(Updated { task, decision }),
                 Change::Write(next, decision) => {
                     if self.store.swap(cas, &encode(&next))? {
+                        // The task is written; an index entry left behind is repaired by the
+                        // next listing that meets it.
+                        let _ = self.index().update(&next);
                         return Ok(Updated { task: next, decision });
                     }
                 }
@@ -163,38 +176,19 @@ impl<S: KeyValue> Tasks<S> {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Task>, ReadError> {
-        let mut ids: Vec<TaskId> = self
-            .store
-            .keys()?
-            .iter()
-            .filter_map(|key| key.strip_prefix(TASK_KEY_PREFIX)?.parse().ok())
-            .collect();
-        ids.sort_unstable();
-        let Some(status) = status else {
-            let page: Vec<TaskId> = ids.into_iter().skip(offset).take(limit).collect();
-            return self.get_many(&page);
-        };
-        let all = self.get_many(&ids)?;
-        Ok(all
-            .into_iter()
-            .filter(|task| task.status == status)
-            .skip(offset)
-            .take(limit)
-            .collect())
+        self.index().list(status, offset, limit, |ids| self.get_many(ids))
     }
 
-    /// The tasks with these ids that exist, in the same order.
-    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, ReadError> {
+    /// The tasks with these ids, in the same order; `None` where there is none.
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Option<Task>>, ReadError> {
         let keys: Vec<String> = ids.iter().map(Task::key).collect();
         let values = self.store.get_many(&keys)?;
         ids.iter()
             .zip(values)
-            .filter_map(|(id, value)| value.map(|bytes| decode(id, &bytes)))
+            .map(|(id, value)| value.map(|bytes| decode(id, &bytes)).transpose())
             .collect()
     }
 }
-
-const TASK_KEY_PREFIX: &str = "task:";
 
 fn encode(task: &Task) -> Vec<u8> {
     serde_json::to_vec(task).expect("a task always serializes")
@@ -240,10 +234,6 @@ impl KeyValue for MemoryKeyValue {
         Ok(())
     }
 
-    fn keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.entries().keys().cloned().collect())
-    }
-
     fn watch(&self, key: &str) -> Result<(MemoryCas, Option<Vec<u8>>), StoreError> {
         let seen = self.get(key)?;
         Ok((MemoryCas { key: key.to_owned(), seen: seen.clone() }, seen))
@@ -257,6 +247,17 @@ impl KeyValue for MemoryKeyValue {
         entries.insert(cas.key, value.to_vec());
         Ok(true)
     }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        let mut entries = self.entries();
+        let counter = entries.entry(key.to_owned()).or_insert_with(|| 0i64.to_le_bytes().to_vec());
+        let bytes: [u8; 8] = counter.as_slice().try_into().map_err(|_| {
+            StoreError(format!("`{key}` is not a counter"))
+        })?;
+        let sum = i64::from_le_bytes(bytes) + delta;
+        *counter = sum.to_le_bytes().to_vec();
+        Ok(sum)
+    }
 }
 
 #[cfg(test)]
@@ -268,9 +269,7 @@ mod tests {
     use std::cell::Cell;
 
     fn stored(tasks: &Tasks<MemoryKeyValue>) -> Task {
-        let task = Task::new(Utc::now(), None, Map::new());
-        tasks.insert(&task).unwrap();
-        task
+        tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap()
     }
 
     /// A store where another writer changes the task between a read and its swap, `races` times.
@@ -290,12 +289,9 @@ mod tests {
         fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
             self.inner.set(key, value)
         }
-        fn keys(&self) -> Result<Vec<String>, StoreError> {
-            self.inner.keys()
-        }
         fn watch(&self, key: &str) -> Result<(MemoryCas, Option<Vec<u8>>), StoreError> {
             let read = self.inner.watch(key)?;
-            if self.races.get() > 0 {
+            if self.races.get() > 0 && key.starts_with("task:") {
                 self.races.set(self.races.get() - 1);
                 let mut task: Task = serde_json::from_slice(read.1.as_ref().unwrap()).unwrap();
                 task.revision += 1;
@@ -306,6 +302,9 @@ mod tests {
         }
         fn swap(&self, cas: MemoryCas, value: &[u8]) -> Result<bool, StoreError> {
             self.inner.swap(cas, value)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.inner.increment(key, delta)
         }
     }
 
@@ -319,8 +318,7 @@ mod tests {
     #[test]
     fn an_update_that_loses_a_race_is_reapplied_to_the_fresh_task() {
         let tasks = Tasks::new(Racing { inner: MemoryKeyValue::default(), races: Cell::new(3) });
-        let task = Task::new(Utc::now(), None, Map::new());
-        tasks.insert(&task).unwrap();
+        let task = tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap();
         let updated = tasks.update(&task.id, cancel_rule).unwrap();
         assert_eq!(updated.task.status, TaskStatus::Canceled);
         // The other writer's change survived: it was not overwritten by a stale copy.
@@ -335,8 +333,7 @@ mod tests {
             inner: MemoryKeyValue::default(),
             races: Cell::new(usize::MAX),
         });
-        let task = Task::new(Utc::now(), None, Map::new());
-        tasks.insert(&task).unwrap();
+        let task = tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap();
         assert_eq!(tasks.update(&task.id, cancel_rule), Err(UpdateError::Contended));
         let stored = tasks.get(&task.id).unwrap().unwrap();
         assert_eq!(stored.status, TaskStatus::Pending);

@@ -244,6 +244,9 @@ pub struct Task {
     /// Incremented by every write, so no two stored versions of a task are the same bytes
     /// (compare-and-swap tells versions apart by their bytes).
     pub revision: u64,
+    /// The task's place in the listing index, taken when it is stored.
+    #[serde(default)]
+    pub slot: u64,
     /// The task's own fields, as given at creation.
     #[serde(flatten)]
     pub fields: Map<String, Value>,
@@ -251,7 +254,7 @@ pub struct Task {
 
 impl Task {
     /// The top-level names the service owns; a task's own fields may not use them.
-    pub const RESERVED_FIELDS: [&'static str; 11] = [
+    pub const RESERVED_FIELDS: [&'static str; 12] = [
         "id",
         "_id",
         "status",
@@ -262,6 +265,7 @@ impl Task {
         "lease_until",
         "attempts",
         "revision",
+        "slot",
         "parent_id",
     ];
 
@@ -282,6 +286,7 @@ impl Task {
             lease_until: None,
             attempts: Vec::new(),
             revision: 0,
+            slot: 0,
             fields,
         }
     }

@@ -326,9 +326,7 @@ mod tests {
 
     fn create(worker: &Worker<impl KeyValue>, fields: Value) -> Task {
         let Value::Object(fields) = fields else { unreachable!() };
-        let task = Task::new(Utc::now(), None, fields);
-        worker.tasks.insert(&task).unwrap();
-        task
+        worker.tasks.insert(Task::new(Utc::now(), None, fields)).unwrap()
     }
 
     fn message(task: &Task) -> Vec<u8> {
@@ -472,14 +470,14 @@ mod tests {
         fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
             (**self).set(key, value)
         }
-        fn keys(&self) -> Result<Vec<String>, crate::store::StoreError> {
-            (**self).keys()
-        }
         fn watch(&self, key: &str) -> Result<(T::Cas, Option<Vec<u8>>), crate::store::StoreError> {
             (**self).watch(key)
         }
         fn swap(&self, cas: T::Cas, value: &[u8]) -> Result<bool, crate::store::StoreError> {
             (**self).swap(cas, value)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, crate::store::StoreError> {
+            (**self).increment(key, delta)
         }
     }
 
