@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
-use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
+use crate::lifecycle::{self, AlreadyFinished};
 use crate::response::{convert_to_response, SchemaMismatch};
 use crate::store::{Change, KeyValue, ReadError, StoreError, Tasks, UpdateError};
 use crate::task::{Task, TaskId, TaskStatus};
@@ -41,9 +41,16 @@ pub enum ApiError {
     /// Concurrent requests kept changing the task.
     Contended(TaskId),
     /// The task was stored but its dispatch could not be sent.
-    NotDispatched { id: TaskId, created: bool, error: DispatchError },
+    NotDispatched {
+        id: TaskId,
+        created: bool,
+        error: DispatchError,
+    },
     /// `/redispatch` could not send this task; tasks before it were sent.
-    NotRedispatched { id: TaskId, error: DispatchError },
+    NotRedispatched {
+        id: TaskId,
+        error: DispatchError,
+    },
     /// A token is set and the request does not carry it.
     Unauthorized,
     SchemaMismatch(SchemaMismatch),
@@ -73,15 +80,21 @@ impl ApiError {
 
     /// The error as the API answers it.
     pub fn render(self) -> Response<Vec<u8>> {
-        let mut response = json_response(self.status(), &serde_json::json!({ "detail": self.to_string() }));
+        let mut response = json_response(
+            self.status(),
+            &serde_json::json!({ "detail": self.to_string() }),
+        );
         match &self {
             Self::MethodNotAllowed(allowed) => {
-                let allow = header::HeaderValue::from_str(allowed.as_str()).expect("a method is a valid header");
+                let allow = header::HeaderValue::from_str(allowed.as_str())
+                    .expect("a method is a valid header");
                 response.headers_mut().insert(header::ALLOW, allow);
             }
             Self::Unauthorized => {
                 let challenge = header::HeaderValue::from_static("Bearer");
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
             }
             _ => {}
         }
@@ -158,7 +171,10 @@ pub struct ApiSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { api_token: None, redispatch_after: Duration::seconds(60) }
+        Self {
+            api_token: None,
+            redispatch_after: Duration::seconds(60),
+        }
     }
 }
 
@@ -181,7 +197,11 @@ struct Redispatched {
 
 impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     pub fn new(tasks: Tasks<S>, dispatcher: D, settings: ApiSettings) -> Self {
-        Self { tasks, dispatcher, settings }
+        Self {
+            tasks,
+            dispatcher,
+            settings,
+        }
     }
 
     /// Checks the caller and the method, then runs the endpoint; renders any error.
@@ -198,7 +218,10 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     }
 
     /// `GET /info?task_id=ID`: the task.
-    pub fn info<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pub fn info<R: Serialize + DeserializeOwned>(
+        &self,
+        request: &Request<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
         self.serve(request, Method::GET, || {
             let id = Query::parse(request)?.task_id()?;
             let task = self.tasks.get(&id)?.ok_or(ApiError::NotFound(id))?;
@@ -207,7 +230,10 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     }
 
     /// `GET /list?offset=0&limit=100&status=S`: a page of tasks in creation order.
-    pub fn list<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pub fn list<R: Serialize + DeserializeOwned>(
+        &self,
+        request: &Request<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
         self.serve(request, Method::GET, || {
             let query = Query::parse(request)?;
             let page = ListPage::from_query(&query)?;
@@ -222,61 +248,66 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
 
     /// `PUT /restart?task_id=ID`: back to `pending` under a new dispatch, unless its worker is
     /// still alive.
-    pub fn restart<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pub fn restart<R: Serialize + DeserializeOwned>(
+        &self,
+        request: &Request<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
         self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
             let now = Utc::now();
             let broker_id = TaskId::generate(now);
             let updated = self
                 .tasks
-                .update(&id, |task| {
-                    Ok::<_, Infallible>(match lifecycle::restart(task, now, broker_id.clone()) {
-                        Restart::Dispatch(next) => Change::Write(next, true),
-                        Restart::StillRunning => Change::Keep(false),
-                    })
-                })
+                .restart(&id, now, &broker_id)
                 .map_err(|error| update_error(&id, error, |never| match never {}))?;
             // The task is stored as pending first: a dispatch that fails leaves it restartable,
             // and a worker that gets the message always finds the dispatch it names.
             if updated.decision {
                 self.dispatcher
                     .dispatch(&DispatchMessage::for_task(&updated.task))
-                    .map_err(|error| ApiError::NotDispatched { id, created: false, error })?;
+                    .map_err(|error| ApiError::NotDispatched {
+                        id,
+                        created: false,
+                        error,
+                    })?;
             }
             task_response::<R>(StatusCode::OK, &updated.task)
         })
     }
 
     /// `PUT /cancel?task_id=ID`: a pending or running task becomes `canceled`.
-    pub fn cancel<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pub fn cancel<R: Serialize + DeserializeOwned>(
+        &self,
+        request: &Request<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
         self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
-            let now = Utc::now();
-            let updated = self
-                .tasks
-                .update(&id, |task| {
-                    Ok(match lifecycle::cancel(task, now)? {
-                        Cancel::Canceled(next) => Change::Write(next, ()),
-                        Cancel::AlreadyCanceled => Change::Keep(()),
-                    })
+            let task = self.tasks.cancel(&id, Utc::now()).map_err(|error| {
+                update_error(&id, error, |AlreadyFinished(status)| {
+                    ApiError::AlreadyFinished(id.clone(), status)
                 })
-                .map_err(|error| {
-                    update_error(&id, error, |AlreadyFinished(status)| {
-                        ApiError::AlreadyFinished(id.clone(), status)
-                    })
-                })?;
-            task_response::<R>(StatusCode::OK, &updated.task)
+            })?;
+            task_response::<R>(StatusCode::OK, &task)
         })
     }
 
     /// `POST /create` with a JSON object body: a new `pending` task, dispatched to the worker.
-    pub fn create<R: Serialize + DeserializeOwned>(&self, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pub fn create<R: Serialize + DeserializeOwned>(
+        &self,
+        request: &Request<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
         self.serve(request, Method::POST, || {
             let (parent_id, fields) = parse_new_task(request.body())?;
-            let task = self.tasks.insert(Task::new(Utc::now(), parent_id, fields))?;
+            let task = self
+                .tasks
+                .insert(Task::new(Utc::now(), parent_id, fields))?;
             self.dispatcher
                 .dispatch(&DispatchMessage::for_task(&task))
-                .map_err(|error| ApiError::NotDispatched { id: task.id.clone(), created: true, error })?;
+                .map_err(|error| ApiError::NotDispatched {
+                    id: task.id.clone(),
+                    created: true,
+                    error,
+                })?;
             task_response::<R>(StatusCode::CREATED, &task)
         })
     }
@@ -295,7 +326,8 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
                     let broker_id = TaskId::generate(now);
                     let updated = self.tasks.update(&task.id, |task| {
                         Ok::<_, Infallible>(
-                            match lifecycle::redispatch(task, now, overdue_since, broker_id.clone()) {
+                            match lifecycle::redispatch(task, now, overdue_since, broker_id.clone())
+                            {
                                 Some(next) => Change::Write(next, true),
                                 None => Change::Keep(false),
                             },
@@ -305,17 +337,25 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
                         Ok(updated) => updated,
                         // Gone, or taken by a concurrent caller: not this call's to send.
                         Err(UpdateError::NotFound | UpdateError::Contended) => continue,
-                        Err(error) => return Err(update_error(&task.id, error, |never| match never {})),
+                        Err(error) => {
+                            return Err(update_error(&task.id, error, |never| match never {}))
+                        }
                     };
                     if updated.decision {
                         self.dispatcher
                             .dispatch(&DispatchMessage::for_task(&updated.task))
-                            .map_err(|error| ApiError::NotRedispatched { id: task.id.clone(), error })?;
+                            .map_err(|error| ApiError::NotRedispatched {
+                                id: task.id.clone(),
+                                error,
+                            })?;
                         redispatched.push(task.id);
                     }
                 }
             }
-            Ok(json_response(StatusCode::OK, &Redispatched { redispatched }))
+            Ok(json_response(
+                StatusCode::OK,
+                &Redispatched { redispatched },
+            ))
         })
     }
 }
@@ -356,7 +396,11 @@ fn expect_method(request: &Request<Vec<u8>>, allowed: Method) -> Result<(), ApiE
     }
 }
 
-fn update_error<E>(id: &TaskId, error: UpdateError<E>, refused: impl FnOnce(E) -> ApiError) -> ApiError {
+fn update_error<E>(
+    id: &TaskId,
+    error: UpdateError<E>,
+    refused: impl FnOnce(E) -> ApiError,
+) -> ApiError {
     match error {
         UpdateError::NotFound => ApiError::NotFound(id.clone()),
         UpdateError::Refused(reason) => refused(reason),
@@ -385,7 +429,10 @@ impl Query {
         let query = request.uri().query().unwrap_or_default();
         let mut parameters = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if parameters.insert(name.to_string(), value.into_owned()).is_some() {
+            if parameters
+                .insert(name.to_string(), value.into_owned())
+                .is_some()
+            {
                 return Err(ApiError::Invalid(format!(
                     "query parameter `{name}` is given more than once"
                 )));
@@ -408,7 +455,10 @@ impl Query {
 
 fn parse_id(name: &str, text: &str) -> Result<TaskId, ApiError> {
     text.parse().map_err(|_| {
-        ApiError::Invalid(format!("`{name}` must be {} hexadecimal characters", TaskId::LEN))
+        ApiError::Invalid(format!(
+            "`{name}` must be {} hexadecimal characters",
+            TaskId::LEN
+        ))
     })
 }
 
@@ -424,9 +474,9 @@ impl ListPage {
     fn from_query(query: &Query) -> Result<Self, ApiError> {
         let offset = match query.get("offset") {
             None => 0,
-            Some(text) => text.parse().map_err(|_| {
-                ApiError::Invalid("`offset` must be a non-negative integer".into())
-            })?,
+            Some(text) => text
+                .parse()
+                .map_err(|_| ApiError::Invalid("`offset` must be a non-negative integer".into()))?,
         };
         let limit = match query.get("limit") {
             None => DEFAULT_LIMIT,
@@ -445,7 +495,11 @@ impl ListPage {
                 ApiError::Invalid(format!("`status` must be one of {}", names.join(", ")))
             })?),
         };
-        Ok(Self { status, offset, limit })
+        Ok(Self {
+            status,
+            offset,
+            limit,
+        })
     }
 }
 
@@ -458,14 +512,19 @@ fn parse_new_task(body: &[u8]) -> Result<(Option<TaskId>, Map<String, Value>), A
     let value: Value =
         serde_json::from_slice(body).map_err(|error| ApiError::MalformedBody(error.to_string()))?;
     let Value::Object(mut fields) = value else {
-        return Err(ApiError::Invalid("request body must be a JSON object".into()));
+        return Err(ApiError::Invalid(
+            "request body must be a JSON object".into(),
+        ));
     };
     let parent_id = match fields.remove("parent_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => Some(parse_id("parent_id", &id)?),
         Some(_) => return Err(ApiError::Invalid("`parent_id` must be a string".into())),
     };
-    if let Some(reserved) = Task::RESERVED_FIELDS.iter().find(|name| fields.contains_key(**name)) {
+    if let Some(reserved) = Task::RESERVED_FIELDS
+        .iter()
+        .find(|name| fields.contains_key(**name))
+    {
         return Err(ApiError::Invalid(format!(
             "field `{reserved}` is set by the service and cannot be given"
         )));
@@ -498,11 +557,19 @@ mod tests {
     }
 
     fn api(outbox: &Outbox) -> Api<MemoryKeyValue, &Outbox> {
-        Api::new(Tasks::new(MemoryKeyValue::default()), outbox, ApiSettings::default())
+        Api::new(
+            Tasks::new(MemoryKeyValue::default()),
+            outbox,
+            ApiSettings::default(),
+        )
     }
 
     fn request(method: Method, uri: &str, body: &[u8]) -> Request<Vec<u8>> {
-        Request::builder().method(method).uri(uri).body(body.to_vec()).unwrap()
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body.to_vec())
+            .unwrap()
     }
 
     fn json(response: &Response<Vec<u8>>) -> Value {
@@ -517,8 +584,14 @@ mod tests {
     type TestApi<'a> = Api<MemoryKeyValue, &'a Outbox>;
 
     fn create(api: &TestApi, body: &str) -> Value {
-        let response = api.create::<TaskResponse>(&request(Method::POST, "/create", body.as_bytes()));
-        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", json(&response));
+        let response =
+            api.create::<TaskResponse>(&request(Method::POST, "/create", body.as_bytes()));
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            json(&response)
+        );
         json(&response)
     }
 
@@ -536,7 +609,10 @@ mod tests {
     fn create_stores_a_pending_task_and_dispatches_it() {
         let outbox = Outbox::default();
         let api = api(&outbox);
-        let task = create(&api, r#"{"job": "noop", "parent_id": "65a1b2c3d4e5f60718293a4b"}"#);
+        let task = create(
+            &api,
+            r#"{"job": "noop", "parent_id": "65a1b2c3d4e5f60718293a4b"}"#,
+        );
         assert_eq!(task["status"], "pending");
         assert_eq!(task["job"], "noop");
         assert_eq!(task["parent_id"], "65a1b2c3d4e5f60718293a4b");
@@ -563,7 +639,10 @@ mod tests {
             b"",
         ));
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(detail(&response), "Task with ID `65a1b2c3d4e5f60718293a4b` not found");
+        assert_eq!(
+            detail(&response),
+            "Task with ID `65a1b2c3d4e5f60718293a4b` not found"
+        );
     }
 
     #[test]
@@ -572,9 +651,18 @@ mod tests {
         let api = api(&outbox);
         let cases = [
             ("/info", "query parameter `task_id` is required"),
-            ("/info?task_id=", "`task_id` must be 24 hexadecimal characters"),
-            ("/info?task_id=xyz", "`task_id` must be 24 hexadecimal characters"),
-            ("/info?task_id=..%2F..%2Fetc%2Fpasswd", "`task_id` must be 24 hexadecimal characters"),
+            (
+                "/info?task_id=",
+                "`task_id` must be 24 hexadecimal characters",
+            ),
+            (
+                "/info?task_id=xyz",
+                "`task_id` must be 24 hexadecimal characters",
+            ),
+            (
+                "/info?task_id=..%2F..%2Fetc%2Fpasswd",
+                "`task_id` must be 24 hexadecimal characters",
+            ),
             (
                 "/info?task_id=65a1b2c3d4e5f60718293a4b&task_id=65a1b2c3d4e5f60718293a4c",
                 "query parameter `task_id` is given more than once",
@@ -591,16 +679,29 @@ mod tests {
     fn bad_list_parameters_get_422() {
         let outbox = Outbox::default();
         let api = api(&outbox);
-        let statuses = "`status` must be one of pending, processing, done, canceled, failed, refused";
+        let statuses =
+            "`status` must be one of pending, processing, done, canceled, failed, refused";
         let cases = [
             ("/list?offset=-1", "`offset` must be a non-negative integer"),
-            ("/list?offset=abc", "`offset` must be a non-negative integer"),
+            (
+                "/list?offset=abc",
+                "`offset` must be a non-negative integer",
+            ),
             ("/list?limit=0", "`limit` must be an integer from 1 to 1000"),
-            ("/list?limit=1001", "`limit` must be an integer from 1 to 1000"),
-            ("/list?limit=1.5", "`limit` must be an integer from 1 to 1000"),
+            (
+                "/list?limit=1001",
+                "`limit` must be an integer from 1 to 1000",
+            ),
+            (
+                "/list?limit=1.5",
+                "`limit` must be an integer from 1 to 1000",
+            ),
             ("/list?status=running", statuses),
             ("/list?status=", statuses),
-            ("/list?limit=5&limit=6", "query parameter `limit` is given more than once"),
+            (
+                "/list?limit=5&limit=6",
+                "query parameter `limit` is given more than once",
+            ),
         ];
         for (uri, expected) in cases {
             let response = api.list::<TaskResponse>(&request(Method::GET, uri, b""));
@@ -614,12 +715,24 @@ mod tests {
         let query = Query::parse(&request(Method::GET, "/list", b"")).unwrap();
         assert_eq!(
             ListPage::from_query(&query).unwrap(),
-            ListPage { status: None, offset: 0, limit: DEFAULT_LIMIT }
+            ListPage {
+                status: None,
+                offset: 0,
+                limit: DEFAULT_LIMIT
+            }
         );
-        let query = Query::parse(&request(Method::GET, "/list?offset=7&limit=1000&status=done&x=1", b""));
+        let query = Query::parse(&request(
+            Method::GET,
+            "/list?offset=7&limit=1000&status=done&x=1",
+            b"",
+        ));
         assert_eq!(
             ListPage::from_query(&query.unwrap()).unwrap(),
-            ListPage { status: Some(TaskStatus::Done), offset: 7, limit: MAX_LIMIT }
+            ListPage {
+                status: Some(TaskStatus::Done),
+                offset: 7,
+                limit: MAX_LIMIT
+            }
         );
     }
 
@@ -633,7 +746,12 @@ mod tests {
         ids.sort();
         let page = api.list::<TaskResponse>(&request(Method::GET, "/list?offset=1&limit=2", b""));
         let page = json(&page);
-        let page_ids: Vec<&str> = page.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        let page_ids: Vec<&str> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
         assert_eq!(page_ids, ids[1..3]);
     }
 
@@ -642,12 +760,38 @@ mod tests {
         let outbox = Outbox::default();
         let api = api(&outbox);
         let id_query = "?task_id=65a1b2c3d4e5f60718293a4b";
-        let cases: [(&str, fn(&TestApi, &Request<Vec<u8>>) -> Response<Vec<u8>>, Method, &str); 5] = [
-            ("/info", |a, r| a.info::<TaskResponse>(r), Method::POST, "GET"),
-            ("/list", |a, r| a.list::<TaskResponse>(r), Method::DELETE, "GET"),
-            ("/restart", |a, r| a.restart::<TaskResponse>(r), Method::GET, "PUT"),
-            ("/cancel", |a, r| a.cancel::<TaskResponse>(r), Method::POST, "PUT"),
-            ("/create", |a, r| a.create::<TaskResponse>(r), Method::GET, "POST"),
+        type Endpoint = fn(&TestApi, &Request<Vec<u8>>) -> Response<Vec<u8>>;
+        let cases: [(&str, Endpoint, Method, &str); 5] = [
+            (
+                "/info",
+                |a, r| a.info::<TaskResponse>(r),
+                Method::POST,
+                "GET",
+            ),
+            (
+                "/list",
+                |a, r| a.list::<TaskResponse>(r),
+                Method::DELETE,
+                "GET",
+            ),
+            (
+                "/restart",
+                |a, r| a.restart::<TaskResponse>(r),
+                Method::GET,
+                "PUT",
+            ),
+            (
+                "/cancel",
+                |a, r| a.cancel::<TaskResponse>(r),
+                Method::POST,
+                "PUT",
+            ),
+            (
+                "/create",
+                |a, r| a.create::<TaskResponse>(r),
+                Method::GET,
+                "POST",
+            ),
         ];
         for (path, endpoint, method, allow) in cases {
             let response = endpoint(&api, &request(method, &format!("{path}{id_query}"), b"{}"));
@@ -664,19 +808,55 @@ mod tests {
         let api = api(&outbox);
         let too_large = format!(r#"{{"blob": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
         let cases: [(&[u8], StatusCode, &str); 8] = [
-            (b"", StatusCode::BAD_REQUEST, "request body is not valid JSON"),
-            (b"{", StatusCode::BAD_REQUEST, "request body is not valid JSON"),
-            (b"[1, 2]", StatusCode::UNPROCESSABLE_ENTITY, "request body must be a JSON object"),
-            (b"\"task\"", StatusCode::UNPROCESSABLE_ENTITY, "request body must be a JSON object"),
-            (br#"{"status": "done"}"#, StatusCode::UNPROCESSABLE_ENTITY, "field `status` is set by the service"),
-            (br#"{"parent_id": "nope"}"#, StatusCode::UNPROCESSABLE_ENTITY, "`parent_id` must be 24 hexadecimal"),
-            (br#"{"parent_id": 7}"#, StatusCode::UNPROCESSABLE_ENTITY, "`parent_id` must be a string"),
-            (too_large.as_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than"),
+            (
+                b"",
+                StatusCode::BAD_REQUEST,
+                "request body is not valid JSON",
+            ),
+            (
+                b"{",
+                StatusCode::BAD_REQUEST,
+                "request body is not valid JSON",
+            ),
+            (
+                b"[1, 2]",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request body must be a JSON object",
+            ),
+            (
+                b"\"task\"",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request body must be a JSON object",
+            ),
+            (
+                br#"{"status": "done"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "field `status` is set by the service",
+            ),
+            (
+                br#"{"parent_id": "nope"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "`parent_id` must be 24 hexadecimal",
+            ),
+            (
+                br#"{"parent_id": 7}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "`parent_id` must be a string",
+            ),
+            (
+                too_large.as_bytes(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than",
+            ),
         ];
         for (body, status, expected) in cases {
             let response = api.create::<TaskResponse>(&request(Method::POST, "/create", body));
             assert_eq!(response.status(), status, "{expected}");
-            assert!(detail(&response).starts_with(expected), "{}", detail(&response));
+            assert!(
+                detail(&response).starts_with(expected),
+                "{}",
+                detail(&response)
+            );
         }
         assert!(api.tasks.list(None, 0, 10).unwrap().is_empty());
         assert!(outbox.sent.borrow().is_empty());
@@ -699,9 +879,20 @@ mod tests {
         let runner = TaskId::generate(Utc::now());
         api.tasks
             .update(&id, |task| {
-                let claimed = lifecycle::claim(task, &task.broker_id, runner.clone(), Utc::now(), chrono::Duration::seconds(30))?;
-                lifecycle::finish(&claimed, &runner, Utc::now(), lifecycle::JobOutcome::Done(None))
-                    .map(|next| Change::Write(next, ()))
+                let claimed = lifecycle::claim(
+                    task,
+                    &task.broker_id,
+                    runner.clone(),
+                    Utc::now(),
+                    chrono::Duration::seconds(30),
+                )?;
+                lifecycle::finish(
+                    &claimed,
+                    &runner,
+                    Utc::now(),
+                    lifecycle::JobOutcome::Done(None),
+                )
+                .map(|next| Change::Write(next, ()))
             })
             .unwrap();
         let refused = put(&api, "cancel", &done["id"]);
@@ -710,7 +901,10 @@ mod tests {
             detail(&refused),
             format!("Task with ID `{id}` is already done; a finished task cannot be canceled")
         );
-        assert_eq!(api.tasks.get(&id).unwrap().unwrap().status, TaskStatus::Done);
+        assert_eq!(
+            api.tasks.get(&id).unwrap().unwrap().status,
+            TaskStatus::Done
+        );
     }
 
     #[test]
@@ -738,8 +932,14 @@ mod tests {
         let running = api
             .tasks
             .update(&id, |task| {
-                lifecycle::claim(task, &task.broker_id, id.clone(), Utc::now(), chrono::Duration::seconds(30))
-                    .map(|next| Change::Write(next, ()))
+                lifecycle::claim(
+                    task,
+                    &task.broker_id,
+                    id.clone(),
+                    Utc::now(),
+                    chrono::Duration::seconds(30),
+                )
+                .map(|next| Change::Write(next, ()))
             })
             .unwrap()
             .task;
@@ -769,7 +969,10 @@ mod tests {
         assert_eq!(failed_restart.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             detail(&failed_restart),
-            format!("Failed to restart task with ID `{}`: connection refused", stored[0].id)
+            format!(
+                "Failed to restart task with ID `{}`: connection refused",
+                stored[0].id
+            )
         );
 
         outbox.down.set(false);
@@ -789,7 +992,10 @@ mod tests {
         let outbox = Outbox::default();
         let api = api_with(
             &outbox,
-            ApiSettings { redispatch_after: Duration::milliseconds(50), ..ApiSettings::default() },
+            ApiSettings {
+                redispatch_after: Duration::milliseconds(50),
+                ..ApiSettings::default()
+            },
         );
         let overdue = create(&api, "{}");
         let canceled = create(&api, "{}");
@@ -800,7 +1006,10 @@ mod tests {
         let call = || api.redispatch(&request(Method::POST, "/redispatch", b""));
         let first = call();
         assert_eq!(first.status(), StatusCode::OK);
-        assert_eq!(json(&first), serde_json::json!({"redispatched": [overdue["id"]]}));
+        assert_eq!(
+            json(&first),
+            serde_json::json!({"redispatched": [overdue["id"]]})
+        );
         let sent = outbox.sent.borrow().last().cloned().unwrap();
         assert_eq!(sent.task_id.as_str(), overdue["id"]);
         assert_ne!(sent.broker_id.as_str(), overdue["broker_id"]);
@@ -828,16 +1037,28 @@ mod tests {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         let response = api.redispatch(&request(Method::POST, "/redispatch", b""));
-        assert_eq!(json(&response), serde_json::json!({"redispatched": [task["id"]]}));
+        assert_eq!(
+            json(&response),
+            serde_json::json!({"redispatched": [task["id"]]})
+        );
         let stored = api.tasks.get(&id).unwrap().unwrap();
         assert_eq!(stored.status, TaskStatus::Pending);
-        assert_eq!(stored.attempts[0].outcome, Some(crate::task::AttemptOutcome::Abandoned));
+        assert_eq!(
+            stored.attempts[0].outcome,
+            Some(crate::task::AttemptOutcome::Abandoned)
+        );
     }
 
     #[test]
     fn redispatch_without_redis_is_503() {
         let outbox = Outbox::default();
-        let api = api_with(&outbox, ApiSettings { redispatch_after: Duration::zero(), ..ApiSettings::default() });
+        let api = api_with(
+            &outbox,
+            ApiSettings {
+                redispatch_after: Duration::zero(),
+                ..ApiSettings::default()
+            },
+        );
         let task = create(&api, "{}");
         outbox.down.set(true);
         let response = api.redispatch(&request(Method::POST, "/redispatch", b""));
@@ -856,16 +1077,27 @@ mod tests {
         let outbox = Outbox::default();
         let api = api_with(
             &outbox,
-            ApiSettings { api_token: Some("s3cret".into()), ..ApiSettings::default() },
+            ApiSettings {
+                api_token: Some("s3cret".into()),
+                ..ApiSettings::default()
+            },
         );
         let with_auth = |value: Option<&str>| {
             let mut request = request(Method::GET, "/list", b"");
             if let Some(value) = value {
-                request.headers_mut().insert(header::AUTHORIZATION, value.parse().unwrap());
+                request
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, value.parse().unwrap());
             }
             api.list::<TaskResponse>(&request)
         };
-        for refused in [None, Some("Bearer wrong"), Some("Bearer s3cre"), Some("s3cret"), Some("Basic s3cret")] {
+        for refused in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cre"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
             let response = with_auth(refused);
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
             assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");

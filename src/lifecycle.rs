@@ -53,10 +53,12 @@ pub fn redispatch(
             next.broker_id = broker_id;
             Some(touched(next, now))
         }
-        TaskStatus::Processing if !lease_is_live(task, now) => match restart(task, now, broker_id) {
-            Restart::Dispatch(next) => Some(next),
-            Restart::StillRunning => None,
-        },
+        TaskStatus::Processing if !lease_is_live(task, now) => {
+            match restart(task, now, broker_id) {
+                Restart::Dispatch(next) => Some(next),
+                Restart::StillRunning => None,
+            }
+        }
         _ => None,
     }
 }
@@ -205,7 +207,9 @@ fn ensure_claimable(task: &Task, broker_id: &TaskId) -> Result<(), NotForThisWor
 
 fn ensure_held_by(task: &Task, runner: &TaskId) -> Result<(), NotForThisWorker> {
     let held = task.status == TaskStatus::Processing
-        && task.running_attempt().is_some_and(|attempt| &attempt.runner == runner);
+        && task
+            .running_attempt()
+            .is_some_and(|attempt| &attempt.runner == runner);
     if held {
         Ok(())
     } else {
@@ -255,10 +259,18 @@ mod tests {
         match status {
             TaskStatus::Pending => pending(),
             TaskStatus::Processing => processing(&runner),
-            TaskStatus::Done => finish(&processing(&runner), &runner, now(), JobOutcome::Done(None)).unwrap(),
+            TaskStatus::Done => {
+                finish(&processing(&runner), &runner, now(), JobOutcome::Done(None)).unwrap()
+            }
             TaskStatus::Failed => {
                 let detail = Detail::truncated("boom");
-                finish(&processing(&runner), &runner, now(), JobOutcome::Failed(detail)).unwrap()
+                finish(
+                    &processing(&runner),
+                    &runner,
+                    now(),
+                    JobOutcome::Failed(detail),
+                )
+                .unwrap()
             }
             TaskStatus::Canceled => match cancel(&pending(), now()).unwrap() {
                 Cancel::Canceled(task) => task,
@@ -266,7 +278,13 @@ mod tests {
             },
             TaskStatus::Refused => {
                 let task = pending();
-                refuse(&task, &task.broker_id.clone(), now(), Detail::truncated("no")).unwrap()
+                refuse(
+                    &task,
+                    &task.broker_id.clone(),
+                    now(),
+                    Detail::truncated("no"),
+                )
+                .unwrap()
             }
         }
     }
@@ -329,7 +347,10 @@ mod tests {
     #[test]
     fn finished_tasks_refuse_cancel() {
         for status in [TaskStatus::Done, TaskStatus::Failed, TaskStatus::Refused] {
-            assert_eq!(cancel(&with_status(status), now()), Err(AlreadyFinished(status)));
+            assert_eq!(
+                cancel(&with_status(status), now()),
+                Err(AlreadyFinished(status))
+            );
         }
     }
 
@@ -340,13 +361,19 @@ mod tests {
             panic!("processing must cancel");
         };
         assert_eq!(canceled.attempts[0].outcome, Some(AttemptOutcome::Canceled));
-        for outcome in [JobOutcome::Done(None), JobOutcome::Failed(Detail::truncated("x"))] {
+        for outcome in [
+            JobOutcome::Done(None),
+            JobOutcome::Failed(Detail::truncated("x")),
+        ] {
             assert_eq!(
                 finish(&canceled, &runner, now(), outcome),
                 Err(NotForThisWorker::ClaimLost)
             );
         }
-        assert_eq!(renew(&canceled, &runner, now(), LEASE), Err(NotForThisWorker::ClaimLost));
+        assert_eq!(
+            renew(&canceled, &runner, now(), LEASE),
+            Err(NotForThisWorker::ClaimLost)
+        );
     }
 
     #[test]
@@ -381,8 +408,14 @@ mod tests {
         let runner = id();
         let task = processing(&runner);
         let later = now() + Duration::seconds(10);
-        assert_eq!(renew(&task, &runner, later, LEASE).unwrap().lease_until, Some(later + LEASE));
-        assert_eq!(renew(&task, &id(), later, LEASE), Err(NotForThisWorker::ClaimLost));
+        assert_eq!(
+            renew(&task, &runner, later, LEASE).unwrap().lease_until,
+            Some(later + LEASE)
+        );
+        assert_eq!(
+            renew(&task, &id(), later, LEASE),
+            Err(NotForThisWorker::ClaimLost)
+        );
 
         let done = finish(&task, &runner, later, JobOutcome::Done(None)).unwrap();
         assert_eq!(done.status, TaskStatus::Done);
@@ -399,7 +432,12 @@ mod tests {
     fn a_failure_records_its_detail() {
         let runner = id();
         let detail = Detail::truncated("disk full");
-        let failed = finish(&processing(&runner), &runner, now(), JobOutcome::Failed(detail.clone()));
+        let failed = finish(
+            &processing(&runner),
+            &runner,
+            now(),
+            JobOutcome::Failed(detail.clone()),
+        );
         let failed = failed.unwrap();
         assert_eq!(failed.status, TaskStatus::Failed);
         assert_eq!(failed.detail, Some(detail));
@@ -409,7 +447,12 @@ mod tests {
     #[test]
     fn refusal_needs_the_current_dispatch() {
         let task = pending();
-        let refused = refuse(&task, &task.broker_id.clone(), now(), Detail::truncated("no"));
+        let refused = refuse(
+            &task,
+            &task.broker_id.clone(),
+            now(),
+            Detail::truncated("no"),
+        );
         assert_eq!(refused.unwrap().status, TaskStatus::Refused);
         assert_eq!(
             refuse(&task, &id(), now(), Detail::truncated("no")),
@@ -442,14 +485,19 @@ mod tests {
         let overdue_since = now() - Duration::seconds(1);
         assert_eq!(redispatch(&pending(), now(), overdue_since, id()), None);
         let running = processing(&id());
-        assert_eq!(redispatch(&running, now() + LEASE / 2, now() + LEASE, id()), None);
+        assert_eq!(
+            redispatch(&running, now() + LEASE / 2, now() + LEASE, id()),
+            None
+        );
     }
 
     #[test]
     fn every_change_moves_the_revision_and_the_update_time() {
         let task = pending();
         let later = now() + Duration::seconds(5);
-        let Ok(Cancel::Canceled(next)) = cancel(&task, later) else { unreachable!() };
+        let Ok(Cancel::Canceled(next)) = cancel(&task, later) else {
+            unreachable!()
+        };
         assert_eq!(next.revision, 1);
         assert_eq!(next.updated_at, later);
         assert_eq!(next.created_at, task.created_at);

@@ -40,7 +40,11 @@ pub struct SchemaMismatch {
 
 impl std::fmt::Display for SchemaMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "task `{}` does not fit the response schema: {}", self.id, self.reason)
+        write!(
+            f,
+            "task `{}` does not fit the response schema: {}",
+            self.id, self.reason
+        )
     }
 }
 
@@ -68,7 +72,9 @@ mod tests {
     use super::*;
 
     fn task_with(fields: Value) -> Task {
-        let Value::Object(fields) = fields else { unreachable!() };
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
         Task::new(Utc::now(), None, fields)
     }
 
@@ -81,7 +87,15 @@ mod tests {
         assert_eq!(json["status"], "pending");
         assert_eq!(json["job"], "noop");
         assert_eq!(json["priority"], 3);
-        for absent in ["revision", "slot", "detail", "parent_id", "lease_until", "attempts", "_id"] {
+        for absent in [
+            "revision",
+            "slot",
+            "detail",
+            "parent_id",
+            "lease_until",
+            "attempts",
+            "_id",
+        ] {
             assert!(json.get(absent).is_none(), "{absent} must be left out");
         }
     }

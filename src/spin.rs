@@ -33,7 +33,11 @@ pub fn api() -> Result<Api<SpinKeyValue, RedisDispatcher>, ApiError> {
             redispatch_after: milliseconds("redispatch_after_ms", "60000")?,
         };
         let tasks = Tasks::new(SpinKeyValue::from_variables()?);
-        Ok(Api::new(tasks, RedisDispatcher::from_variables()?, settings))
+        Ok(Api::new(
+            tasks,
+            RedisDispatcher::from_variables()?,
+            settings,
+        ))
     };
     build().map_err(|error| ApiError::Misconfigured(format!("{error:#}")))
 }
@@ -44,7 +48,11 @@ pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
         lease: milliseconds("lease_ms", "30000")?,
         default_job: variable("default_job", "noop")?,
     };
-    Ok(Worker::new(Tasks::new(SpinKeyValue::from_variables()?), jobs, settings))
+    Ok(Worker::new(
+        Tasks::new(SpinKeyValue::from_variables()?),
+        jobs,
+        settings,
+    ))
 }
 
 /// A duration variable, in milliseconds.
@@ -52,7 +60,9 @@ fn milliseconds(name: &str, default: &str) -> anyhow::Result<chrono::Duration> {
     let text = variable(name, default)?;
     match text.parse::<i64>() {
         Ok(ms) if ms > 0 => Ok(chrono::Duration::milliseconds(ms)),
-        _ => anyhow::bail!("variable `{name}` must be a positive number of milliseconds, not `{text}`"),
+        _ => anyhow::bail!(
+            "variable `{name}` must be a positive number of milliseconds, not `{text}`"
+        ),
     }
 }
 
@@ -90,7 +100,10 @@ impl SpinKeyValue {
     }
 
     pub fn new(label: String) -> Self {
-        Self { label, bucket: OnceCell::new() }
+        Self {
+            label,
+            bucket: OnceCell::new(),
+        }
     }
 
     fn bucket(&self) -> Result<&kv::Bucket, StoreError> {
@@ -108,7 +121,9 @@ impl SpinKeyValue {
 fn store_error(label: &str, error: kv::Error) -> StoreError {
     let reason = match error {
         kv::Error::NoSuchStore => "no such store".to_owned(),
-        kv::Error::AccessDenied => "access denied (is it in the component's `key_value_stores`?)".to_owned(),
+        kv::Error::AccessDenied => {
+            "access denied (is it in the component's `key_value_stores`?)".to_owned()
+        }
         kv::Error::Other(reason) => reason,
     };
     StoreError(format!("store `{label}`: {reason}"))
@@ -141,7 +156,13 @@ impl KeyValue for SpinKeyValue {
     fn watch(&self, key: &str) -> Result<(SpinCas, Option<Vec<u8>>), StoreError> {
         let cas = atomics::Cas::new(self.bucket()?, key).map_err(|e| self.error(e))?;
         let current = cas.current().map_err(|e| self.error(e))?;
-        Ok((SpinCas { cas, key: key.to_owned() }, current))
+        Ok((
+            SpinCas {
+                cas,
+                key: key.to_owned(),
+            },
+            current,
+        ))
     }
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
@@ -184,8 +205,12 @@ impl RedisDispatcher {
 
 impl Dispatcher for RedisDispatcher {
     fn dispatch(&self, message: &DispatchMessage) -> Result<(), DispatchError> {
-        let failed = |error: spin_sdk::redis::Error| DispatchError(format!("Redis at {}: {error}", self.address));
+        let failed = |error: spin_sdk::redis::Error| {
+            DispatchError(format!("Redis at {}: {error}", self.address))
+        };
         let connection = Connection::open(&self.address).map_err(failed)?;
-        connection.publish(&self.channel, &message.to_bytes()).map_err(failed)
+        connection
+            .publish(&self.channel, &message.to_bytes())
+            .map_err(failed)
     }
 }

@@ -5,12 +5,16 @@
 //! key layout, serialization, and the compare-and-swap loop that applies the status rules.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt;
+
+use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 
 use crate::index::Index;
+use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
 use crate::task::{Task, TaskId, TaskStatus};
 
 /// A failure of the key-value store itself.
@@ -161,12 +165,46 @@ impl<S: KeyValue> Tasks<S> {
                         // The task is written; an index entry left behind is repaired by the
                         // next listing that meets it.
                         let _ = self.index().update(&next);
-                        return Ok(Updated { task: next, decision });
+                        return Ok(Updated {
+                            task: next,
+                            decision,
+                        });
                     }
                 }
             }
         }
         Err(UpdateError::Contended)
+    }
+
+    /// Cancels a task (see [`lifecycle::cancel`]) and answers it as stored.
+    pub fn cancel(
+        &self,
+        id: &TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Task, UpdateError<AlreadyFinished>> {
+        let updated = self.update(id, |task| {
+            Ok(match lifecycle::cancel(task, now)? {
+                Cancel::Canceled(next) => Change::Write(next, ()),
+                Cancel::AlreadyCanceled => Change::Keep(()),
+            })
+        })?;
+        Ok(updated.task)
+    }
+
+    /// Restarts a task under the dispatch `broker_id` (see [`lifecycle::restart`]); the
+    /// decision says whether it must now be dispatched.
+    pub fn restart(
+        &self,
+        id: &TaskId,
+        now: DateTime<Utc>,
+        broker_id: &TaskId,
+    ) -> Result<Updated<bool>, UpdateError<Infallible>> {
+        self.update(id, |task| {
+            Ok(match lifecycle::restart(task, now, broker_id.clone()) {
+                Restart::Dispatch(next) => Change::Write(next, true),
+                Restart::StillRunning => Change::Keep(false),
+            })
+        })
     }
 
     /// One page of tasks in id order (creation order), optionally of one status only.
@@ -176,7 +214,8 @@ impl<S: KeyValue> Tasks<S> {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Task>, ReadError> {
-        self.index().list(status, offset, limit, |ids| self.get_many(ids))
+        self.index()
+            .list(status, offset, limit, |ids| self.get_many(ids))
     }
 
     /// The tasks with these ids, in the same order; `None` where there is none.
@@ -213,7 +252,9 @@ pub struct MemoryCas {
 impl MemoryKeyValue {
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         // A panic elsewhere while holding the lock leaves the map itself intact.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -236,7 +277,13 @@ impl KeyValue for MemoryKeyValue {
 
     fn watch(&self, key: &str) -> Result<(MemoryCas, Option<Vec<u8>>), StoreError> {
         let seen = self.get(key)?;
-        Ok((MemoryCas { key: key.to_owned(), seen: seen.clone() }, seen))
+        Ok((
+            MemoryCas {
+                key: key.to_owned(),
+                seen: seen.clone(),
+            },
+            seen,
+        ))
     }
 
     fn swap(&self, cas: MemoryCas, value: &[u8]) -> Result<bool, StoreError> {
@@ -250,10 +297,13 @@ impl KeyValue for MemoryKeyValue {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         let mut entries = self.entries();
-        let counter = entries.entry(key.to_owned()).or_insert_with(|| 0i64.to_le_bytes().to_vec());
-        let bytes: [u8; 8] = counter.as_slice().try_into().map_err(|_| {
-            StoreError(format!("`{key}` is not a counter"))
-        })?;
+        let counter = entries
+            .entry(key.to_owned())
+            .or_insert_with(|| 0i64.to_le_bytes().to_vec());
+        let bytes: [u8; 8] = counter
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError(format!("`{key}` is not a counter")))?;
         let sum = i64::from_le_bytes(bytes) + delta;
         *counter = sum.to_le_bytes().to_vec();
         Ok(sum)
@@ -263,13 +313,13 @@ impl KeyValue for MemoryKeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{self, Cancel};
-    use chrono::Utc;
     use serde_json::Map;
     use std::cell::Cell;
 
     fn stored(tasks: &Tasks<MemoryKeyValue>) -> Task {
-        tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap()
+        tasks
+            .insert(Task::new(Utc::now(), None, Map::new()))
+            .unwrap()
     }
 
     /// A store where another writer changes the task between a read and its swap, `races` times.
@@ -295,7 +345,8 @@ mod tests {
                 self.races.set(self.races.get() - 1);
                 let mut task: Task = serde_json::from_slice(read.1.as_ref().unwrap()).unwrap();
                 task.revision += 1;
-                task.fields.insert("touched_by_other_writer".into(), task.revision.into());
+                task.fields
+                    .insert("touched_by_other_writer".into(), task.revision.into());
                 self.inner.set(key, &encode(&task))?;
             }
             Ok(read)
@@ -308,22 +359,20 @@ mod tests {
         }
     }
 
-    fn cancel_rule(task: &Task) -> Result<Change<()>, lifecycle::AlreadyFinished> {
-        Ok(match lifecycle::cancel(task, Utc::now())? {
-            Cancel::Canceled(next) => Change::Write(next, ()),
-            Cancel::AlreadyCanceled => Change::Keep(()),
-        })
-    }
-
     #[test]
     fn an_update_that_loses_a_race_is_reapplied_to_the_fresh_task() {
-        let tasks = Tasks::new(Racing { inner: MemoryKeyValue::default(), races: Cell::new(3) });
-        let task = tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap();
-        let updated = tasks.update(&task.id, cancel_rule).unwrap();
-        assert_eq!(updated.task.status, TaskStatus::Canceled);
+        let tasks = Tasks::new(Racing {
+            inner: MemoryKeyValue::default(),
+            races: Cell::new(3),
+        });
+        let task = tasks
+            .insert(Task::new(Utc::now(), None, Map::new()))
+            .unwrap();
+        let canceled = tasks.cancel(&task.id, Utc::now()).unwrap();
+        assert_eq!(canceled.status, TaskStatus::Canceled);
         // The other writer's change survived: it was not overwritten by a stale copy.
         let stored = tasks.get(&task.id).unwrap().unwrap();
-        assert_eq!(stored, updated.task);
+        assert_eq!(stored, canceled);
         assert_eq!(stored.fields["touched_by_other_writer"], 3);
     }
 
@@ -333,8 +382,13 @@ mod tests {
             inner: MemoryKeyValue::default(),
             races: Cell::new(usize::MAX),
         });
-        let task = tasks.insert(Task::new(Utc::now(), None, Map::new())).unwrap();
-        assert_eq!(tasks.update(&task.id, cancel_rule), Err(UpdateError::Contended));
+        let task = tasks
+            .insert(Task::new(Utc::now(), None, Map::new()))
+            .unwrap();
+        assert_eq!(
+            tasks.cancel(&task.id, Utc::now()),
+            Err(UpdateError::Contended)
+        );
         let stored = tasks.get(&task.id).unwrap().unwrap();
         assert_eq!(stored.status, TaskStatus::Pending);
     }
@@ -352,7 +406,7 @@ mod tests {
     fn updating_an_unknown_task_is_not_found() {
         let tasks = Tasks::new(MemoryKeyValue::default());
         let id = TaskId::generate(Utc::now());
-        assert_eq!(tasks.update(&id, cancel_rule), Err(UpdateError::NotFound));
+        assert_eq!(tasks.cancel(&id, Utc::now()), Err(UpdateError::NotFound));
     }
 
     #[test]
@@ -369,7 +423,7 @@ mod tests {
         let mut all: Vec<Task> = (0..10).map(|_| stored(&tasks)).collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         for task in all.iter().step_by(2) {
-            tasks.update(&task.id, cancel_rule).unwrap();
+            tasks.cancel(&task.id, Utc::now()).unwrap();
         }
         tasks.store().set("unrelated", b"not a task").unwrap();
 
@@ -380,9 +434,18 @@ mod tests {
 
         let canceled: Vec<TaskId> = expected.iter().step_by(2).cloned().collect();
         let pending: Vec<TaskId> = expected.iter().skip(1).step_by(2).cloned().collect();
-        assert_eq!(ids(tasks.list(Some(TaskStatus::Canceled), 0, 100).unwrap()), canceled);
-        assert_eq!(ids(tasks.list(Some(TaskStatus::Pending), 1, 2).unwrap()), pending[1..3]);
-        assert!(tasks.list(Some(TaskStatus::Done), 0, 100).unwrap().is_empty());
+        assert_eq!(
+            ids(tasks.list(Some(TaskStatus::Canceled), 0, 100).unwrap()),
+            canceled
+        );
+        assert_eq!(
+            ids(tasks.list(Some(TaskStatus::Pending), 1, 2).unwrap()),
+            pending[1..3]
+        );
+        assert!(tasks
+            .list(Some(TaskStatus::Done), 0, 100)
+            .unwrap()
+            .is_empty());
         assert!(tasks.list(None, 10, 100).unwrap().is_empty());
     }
 }

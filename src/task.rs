@@ -182,7 +182,10 @@ impl TryFrom<String> for Detail {
         if text.chars().count() <= Self::MAX_CHARS {
             Ok(Self(text))
         } else {
-            Err(format!("detail is longer than {} characters", Self::MAX_CHARS))
+            Err(format!(
+                "detail is longer than {} characters",
+                Self::MAX_CHARS
+            ))
         }
     }
 }
@@ -270,11 +273,7 @@ impl Task {
     ];
 
     /// A new `pending` task, to be dispatched with `broker_id`.
-    pub fn new(
-        now: DateTime<Utc>,
-        parent_id: Option<TaskId>,
-        fields: Map<String, Value>,
-    ) -> Self {
+    pub fn new(now: DateTime<Utc>, parent_id: Option<TaskId>, fields: Map<String, Value>) -> Self {
         Self {
             id: TaskId::generate(now),
             status: TaskStatus::Pending,
@@ -298,7 +297,9 @@ impl Task {
 
     /// The attempt that is still running, if any.
     pub fn running_attempt(&self) -> Option<&Attempt> {
-        self.attempts.last().filter(|attempt| attempt.outcome.is_none())
+        self.attempts
+            .last()
+            .filter(|attempt| attempt.outcome.is_none())
     }
 
     /// The job the task asks for, if it names one.
@@ -332,7 +333,10 @@ mod tests {
     #[test]
     fn ids_parse_only_from_24_hex_characters() {
         assert_eq!(
-            "65A1B2C3D4E5F60718293A4B".parse::<TaskId>().unwrap().as_str(),
+            "65A1B2C3D4E5F60718293A4B"
+                .parse::<TaskId>()
+                .unwrap()
+                .as_str(),
             "65a1b2c3d4e5f60718293a4b"
         );
         for bad in [

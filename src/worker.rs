@@ -206,7 +206,11 @@ pub struct Worker<S> {
 
 impl<S: KeyValue> Worker<S> {
     pub fn new(tasks: Tasks<S>, jobs: Jobs, settings: WorkerSettings) -> Self {
-        Self { tasks, jobs, settings }
+        Self {
+            tasks,
+            jobs,
+            settings,
+        }
     }
 
     /// Handles one dispatch message: claims the task, runs its job, records the outcome.
@@ -251,7 +255,9 @@ impl<S: KeyValue> Worker<S> {
         let finished = self.apply(id, |task| {
             lifecycle::finish(task, &runner, Utc::now(), outcome.clone())
         })?;
-        Ok(finished.map_or(Handled::OutcomeDropped, |task| Handled::Finished(task.status)))
+        Ok(finished.map_or(Handled::OutcomeDropped, |task| {
+            Handled::Finished(task.status)
+        }))
     }
 
     /// Writes what `rule` makes of the task; `Ok(Err(_))` when the rule leaves it alone.
@@ -260,7 +266,10 @@ impl<S: KeyValue> Worker<S> {
         id: &TaskId,
         mut rule: impl FnMut(&Task) -> Result<Task, NotForThisWorker>,
     ) -> Result<Result<Task, NotForThisWorker>, WorkerError> {
-        match self.tasks.update(id, |task| rule(task).map(|next| Change::Write(next, ()))) {
+        match self
+            .tasks
+            .update(id, |task| rule(task).map(|next| Change::Write(next, ())))
+        {
             Ok(updated) => Ok(Ok(updated.task)),
             Err(UpdateError::Refused(reason)) => Ok(Err(reason)),
             Err(UpdateError::NotFound) => Ok(Err(NotForThisWorker::ClaimLost)),
@@ -311,22 +320,33 @@ impl<S: KeyValue> Lease for StoredLease<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::Cancel;
     use crate::store::MemoryKeyValue;
     use serde_json::{json, Value};
     use std::sync::Arc;
 
     fn settings() -> WorkerSettings {
-        WorkerSettings { lease: Duration::seconds(30), default_job: "noop".into() }
+        WorkerSettings {
+            lease: Duration::seconds(30),
+            default_job: "noop".into(),
+        }
     }
 
     fn worker() -> Worker<MemoryKeyValue> {
-        Worker::new(Tasks::new(MemoryKeyValue::default()), Jobs::samples(), settings())
+        Worker::new(
+            Tasks::new(MemoryKeyValue::default()),
+            Jobs::samples(),
+            settings(),
+        )
     }
 
     fn create(worker: &Worker<impl KeyValue>, fields: Value) -> Task {
-        let Value::Object(fields) = fields else { unreachable!() };
-        worker.tasks.insert(Task::new(Utc::now(), None, fields)).unwrap()
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        worker
+            .tasks
+            .insert(Task::new(Utc::now(), None, fields))
+            .unwrap()
     }
 
     fn message(task: &Task) -> Vec<u8> {
@@ -341,7 +361,10 @@ mod tests {
     fn a_noop_task_is_done_after_one_attempt() {
         let worker = worker();
         let task = create(&worker, json!({"job": "noop"}));
-        assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::Finished(TaskStatus::Done));
+        assert_eq!(
+            worker.handle(&message(&task)).unwrap(),
+            Handled::Finished(TaskStatus::Done)
+        );
         let done = stored(&worker, &task);
         assert_eq!(done.status, TaskStatus::Done);
         assert_eq!(done.attempts.len(), 1);
@@ -353,11 +376,20 @@ mod tests {
         let worker = Worker::new(
             Tasks::new(MemoryKeyValue::default()),
             Jobs::samples(),
-            WorkerSettings { default_job: "fail".into(), ..settings() },
+            WorkerSettings {
+                default_job: "fail".into(),
+                ..settings()
+            },
         );
         let task = create(&worker, json!({"message": "by default"}));
-        assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::Finished(TaskStatus::Failed));
-        assert_eq!(stored(&worker, &task).detail.unwrap().as_str(), "by default");
+        assert_eq!(
+            worker.handle(&message(&task)).unwrap(),
+            Handled::Finished(TaskStatus::Failed)
+        );
+        assert_eq!(
+            stored(&worker, &task).detail.unwrap().as_str(),
+            "by default"
+        );
     }
 
     #[test]
@@ -377,7 +409,10 @@ mod tests {
         assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::Refused);
         let refused = stored(&worker, &task);
         assert_eq!(refused.status, TaskStatus::Refused);
-        assert_eq!(refused.detail.unwrap().as_str(), "unknown job `mine-bitcoin`");
+        assert_eq!(
+            refused.detail.unwrap().as_str(),
+            "unknown job `mine-bitcoin`"
+        );
         assert!(refused.attempts.is_empty());
     }
 
@@ -405,13 +440,7 @@ mod tests {
     fn a_canceled_pending_task_is_never_started() {
         let worker = worker();
         let task = create(&worker, json!({"job": "noop"}));
-        worker
-            .tasks
-            .update(&task.id, |task| match lifecycle::cancel(task, Utc::now()) {
-                Ok(Cancel::Canceled(next)) => Ok(Change::Write(next, ())),
-                other => Err(other),
-            })
-            .unwrap();
+        worker.tasks.cancel(&task.id, Utc::now()).unwrap();
         assert_eq!(
             worker.handle(&message(&task)).unwrap(),
             Handled::Dropped(NotForThisWorker::NotPending(TaskStatus::Canceled))
@@ -437,10 +466,19 @@ mod tests {
     #[test]
     fn malformed_messages_and_unknown_tasks_change_nothing() {
         let worker = worker();
-        assert!(matches!(worker.handle(b"not json"), Err(WorkerError::Malformed(_))));
-        assert!(matches!(worker.handle(br#"{"task_id": "x"}"#), Err(WorkerError::Malformed(_))));
+        assert!(matches!(
+            worker.handle(b"not json"),
+            Err(WorkerError::Malformed(_))
+        ));
+        assert!(matches!(
+            worker.handle(br#"{"task_id": "x"}"#),
+            Err(WorkerError::Malformed(_))
+        ));
         let ghost = Task::new(Utc::now(), None, Default::default());
-        assert_eq!(worker.handle(&message(&ghost)).unwrap(), Handled::UnknownTask);
+        assert_eq!(
+            worker.handle(&message(&ghost)).unwrap(),
+            Handled::UnknownTask
+        );
     }
 
     /// A job that cancels its own task halfway, as a user would from another request.
@@ -449,12 +487,7 @@ mod tests {
     impl Job for CanceledMidway {
         fn run(&self, task: &Task, lease: &mut dyn Lease) -> anyhow::Result<Option<String>> {
             lease.keep_alive()?;
-            self.0
-                .update(&task.id, |task| match lifecycle::cancel(task, Utc::now()) {
-                    Ok(Cancel::Canceled(next)) => Ok(Change::Write(next, ())),
-                    other => Err(other),
-                })
-                .unwrap();
+            self.0.cancel(&task.id, Utc::now()).unwrap();
             Ok(Some("finished anyway".into()))
         }
     }
@@ -464,7 +497,10 @@ mod tests {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
             (**self).get(key)
         }
-        fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, crate::store::StoreError> {
+        fn get_many(
+            &self,
+            keys: &[String],
+        ) -> Result<Vec<Option<Vec<u8>>>, crate::store::StoreError> {
             (**self).get_many(keys)
         }
         fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
@@ -491,10 +527,16 @@ mod tests {
             settings(),
         );
         let task = create(&worker, json!({"job": "midway"}));
-        assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::OutcomeDropped);
+        assert_eq!(
+            worker.handle(&message(&task)).unwrap(),
+            Handled::OutcomeDropped
+        );
         let canceled = stored(&worker, &task);
         assert_eq!(canceled.status, TaskStatus::Canceled);
-        assert_eq!(canceled.attempts[0].outcome, Some(crate::task::AttemptOutcome::Canceled));
+        assert_eq!(
+            canceled.attempts[0].outcome,
+            Some(crate::task::AttemptOutcome::Canceled)
+        );
     }
 
     #[test]
@@ -507,16 +549,14 @@ mod tests {
             let id = task.id.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(StdDuration::from_millis(120));
-                tasks
-                    .update(&id, |task| match lifecycle::cancel(task, Utc::now()) {
-                        Ok(Cancel::Canceled(next)) => Ok(Change::Write(next, ())),
-                        other => Err(other),
-                    })
-                    .unwrap();
+                tasks.cancel(&id, Utc::now()).unwrap();
             })
         };
         // Returns long before the 60 s the job asked for.
-        assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::OutcomeDropped);
+        assert_eq!(
+            worker.handle(&message(&task)).unwrap(),
+            Handled::OutcomeDropped
+        );
         canceller.join().unwrap();
         assert_eq!(stored(&worker, &task).status, TaskStatus::Canceled);
     }
@@ -526,10 +566,16 @@ mod tests {
         let worker = Worker::new(
             Tasks::new(MemoryKeyValue::default()),
             Jobs::samples(),
-            WorkerSettings { lease: Duration::milliseconds(100), ..settings() },
+            WorkerSettings {
+                lease: Duration::milliseconds(100),
+                ..settings()
+            },
         );
         let task = create(&worker, json!({"job": "sleep", "ms": 400}));
-        assert_eq!(worker.handle(&message(&task)).unwrap(), Handled::Finished(TaskStatus::Done));
+        assert_eq!(
+            worker.handle(&message(&task)).unwrap(),
+            Handled::Finished(TaskStatus::Done)
+        );
         // Insert, claim and finish make revision 2; each renewal of the 100 ms lease adds one.
         assert!(stored(&worker, &task).revision > 3);
     }

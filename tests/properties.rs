@@ -22,9 +22,17 @@ enum Event {
     Restart,
     Redispatch,
     /// Worker `n` claims the task with the dispatch it received (current or an old one).
-    Claim { worker: usize, stale: bool },
-    Renew { worker: usize },
-    Finish { worker: usize, failed: bool },
+    Claim {
+        worker: usize,
+        stale: bool,
+    },
+    Renew {
+        worker: usize,
+    },
+    Finish {
+        worker: usize,
+        failed: bool,
+    },
     /// Time passes, in seconds.
     Wait(i64),
 }
@@ -104,15 +112,23 @@ impl World {
                 let overdue_since = self.now - Duration::seconds(60);
                 let next = lifecycle::redispatch(&self.task, self.now, overdue_since, broker);
                 if next.is_some() {
-                    assert!(matches!(before.status, TaskStatus::Pending | TaskStatus::Processing));
+                    assert!(matches!(
+                        before.status,
+                        TaskStatus::Pending | TaskStatus::Processing
+                    ));
                     self.old_broker = before.broker_id.clone();
                 }
                 next
             }
             Event::Claim { worker, stale } => {
-                let broker = if *stale { self.old_broker.clone() } else { self.task.broker_id.clone() };
+                let broker = if *stale {
+                    self.old_broker.clone()
+                } else {
+                    self.task.broker_id.clone()
+                };
                 let runner = TaskId::generate(self.now);
-                let next = lifecycle::claim(&self.task, &broker, runner.clone(), self.now, LEASE).ok();
+                let next =
+                    lifecycle::claim(&self.task, &broker, runner.clone(), self.now, LEASE).ok();
                 if next.is_some() {
                     self.runners[*worker] = Some(runner);
                     *self.claims_per_dispatch.entry(broker).or_default() += 1;
@@ -128,9 +144,9 @@ impl World {
                 } else {
                     JobOutcome::Done(None)
                 };
-                self.runners[*worker]
-                    .as_ref()
-                    .and_then(|runner| lifecycle::finish(&self.task, runner, self.now, outcome).ok())
+                self.runners[*worker].as_ref().and_then(|runner| {
+                    lifecycle::finish(&self.task, runner, self.now, outcome).ok()
+                })
             }
             Event::Wait(seconds) => {
                 self.now += Duration::seconds(*seconds);
@@ -138,7 +154,11 @@ impl World {
             }
         };
         if let Some(next) = next {
-            assert_eq!(next.revision, before.revision + 1, "every write is a new revision");
+            assert_eq!(
+                next.revision,
+                before.revision + 1,
+                "every write is a new revision"
+            );
             assert_eq!(next.id, before.id);
             assert_eq!(next.created_at, before.created_at);
             if before.status.is_finished() {
@@ -156,7 +176,11 @@ impl World {
     fn check(&self) {
         let task = &self.task;
         if self.canceled_by_user {
-            assert_eq!(task.status, TaskStatus::Canceled, "a 200 cancel was overwritten");
+            assert_eq!(
+                task.status,
+                TaskStatus::Canceled,
+                "a 200 cancel was overwritten"
+            );
         }
         let running = task.attempts.iter().filter(|a| a.outcome.is_none()).count();
         assert!(running <= 1, "two attempts run at once");
@@ -189,7 +213,11 @@ impl Dispatcher for Sink {
 }
 
 fn api() -> Api<MemoryKeyValue, Sink> {
-    Api::new(Tasks::new(MemoryKeyValue::default()), Sink, ApiSettings::default())
+    Api::new(
+        Tasks::new(MemoryKeyValue::default()),
+        Sink,
+        ApiSettings::default(),
+    )
 }
 
 proptest! {
@@ -237,7 +265,12 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
-                prop_oneof![Just("id".to_owned()), Just("parent_id".to_owned()), Just("job".to_owned()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("id".to_owned()),
+                    Just("parent_id".to_owned()),
+                    Just("job".to_owned()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..4
             )
