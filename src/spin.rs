@@ -14,12 +14,12 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use spin_sdk::http::IntoResponse;
+use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::redis::Connection;
 use spin_sdk::variables;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as kv};
 
-use crate::api::{Api, ApiError, ApiSettings};
+use crate::api::{Api, ApiError, ApiRequest, ApiResponse, ApiSettings, JSON};
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use crate::store::{KeyValue, StoreError, Tasks};
 use crate::worker::{Jobs, Worker, WorkerSettings};
@@ -66,8 +66,34 @@ fn milliseconds(name: &str, default: &str) -> anyhow::Result<chrono::Duration> {
     }
 }
 
+impl From<Request> for ApiRequest {
+    fn from(request: Request) -> Self {
+        Self {
+            method: request.method().clone().into(),
+            query: request.query().to_owned(),
+            authorization: request
+                .header("authorization")
+                .map(|value| value.as_bytes().to_vec()),
+            body: request.into_body(),
+        }
+    }
+}
+
+impl IntoResponse for ApiResponse {
+    fn into_response(self) -> Response {
+        let mut response = Response::builder();
+        response
+            .status(self.status.as_u16())
+            .header("content-type", JSON);
+        for (name, value) in self.headers {
+            response.header(name, value);
+        }
+        response.body(self.body).build()
+    }
+}
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> spin_sdk::http::Response {
+    fn into_response(self) -> Response {
         self.render().into_response()
     }
 }
