@@ -7,18 +7,18 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 
-use chrono::{Duration, Utc};
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use crate::lifecycle::{self, AlreadyFinished};
 use crate::response::{convert_to_response, SchemaMismatch};
 use crate::store::{Change, KeyValue, ReadError, StoreError, Tasks, UpdateError};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus, Timestamp};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -170,7 +170,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             api_token: None,
-            redispatch_after: Duration::seconds(60),
+            redispatch_after: Duration::from_secs(60),
         }
     }
 }
@@ -301,7 +301,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     pub fn restart<R: Serialize + DeserializeOwned>(&self, request: &ApiRequest) -> ApiResponse {
         self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
-            let now = Utc::now();
+            let now = Timestamp::now();
             let broker_id = TaskId::generate(now);
             let updated = self
                 .tasks
@@ -326,7 +326,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     pub fn cancel<R: Serialize + DeserializeOwned>(&self, request: &ApiRequest) -> ApiResponse {
         self.serve(request, Method::PUT, || {
             let id = Query::parse(request)?.task_id()?;
-            let task = self.tasks.cancel(&id, Utc::now()).map_err(|error| {
+            let task = self.tasks.cancel(&id, Timestamp::now()).map_err(|error| {
                 update_error(&id, error, |AlreadyFinished(status)| {
                     ApiError::AlreadyFinished(id.clone(), status)
                 })
@@ -341,7 +341,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
             let (parent_id, fields) = parse_new_task(&request.body)?;
             let task = self
                 .tasks
-                .insert(Task::new(Utc::now(), parent_id, fields))?;
+                .insert(Task::new(Timestamp::now(), parent_id, fields))?;
             self.dispatcher
                 .dispatch(&DispatchMessage::for_task(&task))
                 .map_err(|error| ApiError::NotDispatched {
@@ -359,7 +359,7 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
     /// task once.
     pub fn redispatch(&self, request: &ApiRequest) -> ApiResponse {
         self.serve(request, Method::POST, || {
-            let now = Utc::now();
+            let now = Timestamp::now();
             let overdue_since = now - self.settings.redispatch_after;
             let mut redispatched = Vec::new();
             for status in [TaskStatus::Pending, TaskStatus::Processing] {
@@ -911,20 +911,20 @@ mod tests {
 
         let done = create(&api, "{}");
         let id: TaskId = done["id"].as_str().unwrap().parse().unwrap();
-        let runner = TaskId::generate(Utc::now());
+        let runner = TaskId::generate(Timestamp::now());
         api.tasks
             .update(&id, |task| {
                 let claimed = lifecycle::claim(
                     task,
                     &task.broker_id,
                     runner.clone(),
-                    Utc::now(),
-                    chrono::Duration::seconds(30),
+                    Timestamp::now(),
+                    Duration::from_secs(30),
                 )?;
                 lifecycle::finish(
                     &claimed,
                     &runner,
-                    Utc::now(),
+                    Timestamp::now(),
                     lifecycle::JobOutcome::Done(None),
                 )
                 .map(|next| Change::Write(next, ()))
@@ -971,8 +971,8 @@ mod tests {
                     task,
                     &task.broker_id,
                     id.clone(),
-                    Utc::now(),
-                    chrono::Duration::seconds(30),
+                    Timestamp::now(),
+                    Duration::from_secs(30),
                 )
                 .map(|next| Change::Write(next, ()))
             })
@@ -1028,7 +1028,7 @@ mod tests {
         let api = api_with(
             &outbox,
             ApiSettings {
-                redispatch_after: Duration::milliseconds(50),
+                redispatch_after: Duration::from_millis(50),
                 ..ApiSettings::default()
             },
         );
@@ -1065,8 +1065,8 @@ mod tests {
         let id: TaskId = task["id"].as_str().unwrap().parse().unwrap();
         api.tasks
             .update(&id, |task| {
-                let lease = chrono::Duration::milliseconds(1);
-                lifecycle::claim(task, &task.broker_id, id.clone(), Utc::now(), lease)
+                let lease = Duration::from_millis(1);
+                lifecycle::claim(task, &task.broker_id, id.clone(), Timestamp::now(), lease)
                     .map(|next| Change::Write(next, ()))
             })
             .unwrap();
@@ -1090,7 +1090,7 @@ mod tests {
         let api = api_with(
             &outbox,
             ApiSettings {
-                redispatch_after: Duration::zero(),
+                redispatch_after: Duration::ZERO,
                 ..ApiSettings::default()
             },
         );

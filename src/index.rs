@@ -12,11 +12,11 @@
 //! it returns against its entry: one that disagrees (a writer stopped between the task and its
 //! entry) is left out and its entry repaired, so the index never shows a task wrongly.
 
-use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::store::{KeyValue, StoreError};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus, Timestamp};
 
 /// Entries per page.
 pub const PAGE_SIZE: u64 = 1000;
@@ -29,7 +29,7 @@ const MAX_TRIES: usize = 64;
 
 /// How long an entry may point at no task before a listing drops it: a create writes the entry
 /// first and the task right after, so only a create that failed in between leaves one for long.
-const ORPHAN_AGE: Duration = Duration::minutes(10);
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
 
 /// One task in a page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ impl<'a, S: KeyValue> Index<'a, S> {
                         listed.push(task);
                     }
                     Some(task) => self.repair(&task),
-                    None => self.drop_orphan(page_number, &entry.0, Utc::now()),
+                    None => self.drop_orphan(page_number, &entry.0, Timestamp::now()),
                 }
             }
         }
@@ -234,8 +234,8 @@ impl<'a, S: KeyValue> Index<'a, S> {
         let _ = self.update(task);
     }
 
-    fn drop_orphan(&self, page_number: u64, id: &TaskId, now: DateTime<Utc>) {
-        if created_at(id).is_some_and(|created| now - created > ORPHAN_AGE) {
+    fn drop_orphan(&self, page_number: u64, id: &TaskId, now: Timestamp) {
+        if created_at(id).is_some_and(|created| created.until(now) > ORPHAN_AGE) {
             let _ = self.record(page_number, |entries| {
                 let before = entries.len();
                 entries.retain(|entry| &entry.0 != id);
@@ -246,9 +246,9 @@ impl<'a, S: KeyValue> Index<'a, S> {
 }
 
 /// The creation time an id carries.
-fn created_at(id: &TaskId) -> Option<DateTime<Utc>> {
+fn created_at(id: &TaskId) -> Option<Timestamp> {
     let seconds = u32::from_str_radix(&id.as_str()[..8], 16).ok()?;
-    DateTime::from_timestamp(seconds.into(), 0)
+    Some(Timestamp::from_unix_millis(u64::from(seconds) * 1000))
 }
 
 fn encode(value: &impl Serialize) -> Vec<u8> {
@@ -308,10 +308,10 @@ mod tests {
         let mut canceled = Vec::new();
         for n in 0..count {
             let task = tasks
-                .insert(Task::new(Utc::now(), None, Map::new()))
+                .insert(Task::new(Timestamp::now(), None, Map::new()))
                 .unwrap();
             if n % 3 == 0 {
-                tasks.cancel(&task.id, Utc::now()).unwrap();
+                tasks.cancel(&task.id, Timestamp::now()).unwrap();
                 canceled.push(task.id.clone());
             }
             all.push(task.id);
@@ -409,10 +409,10 @@ mod tests {
     fn an_entry_left_behind_by_an_interrupted_writer_is_never_shown_and_gets_repaired() {
         let tasks = Tasks::new(MemoryKeyValue::default());
         let task = tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap();
         // The task is canceled, but its writer stopped before the index heard of it.
-        let Ok(Cancel::Canceled(canceled)) = lifecycle::cancel(&task, Utc::now()) else {
+        let Ok(Cancel::Canceled(canceled)) = lifecycle::cancel(&task, Timestamp::now()) else {
             unreachable!()
         };
         tasks
@@ -435,9 +435,9 @@ mod tests {
     fn a_late_index_write_cannot_set_an_entry_back() {
         let tasks = Tasks::new(MemoryKeyValue::default());
         let task = tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap();
-        tasks.cancel(&task.id, Utc::now()).unwrap();
+        tasks.cancel(&task.id, Timestamp::now()).unwrap();
         // The writer of revision 0 reports last.
         Index::new(tasks.store()).update(&task).unwrap();
         assert_eq!(
@@ -450,12 +450,12 @@ mod tests {
     fn an_entry_without_a_task_is_skipped_and_dropped_once_old() {
         let tasks = Tasks::new(MemoryKeyValue::default());
         let index = Index::new(tasks.store());
-        let old = Task::new(Utc::now() - ORPHAN_AGE * 2, None, Map::new());
-        let young = Task::new(Utc::now(), None, Map::new());
+        let old = Task::new(Timestamp::now() - ORPHAN_AGE * 2, None, Map::new());
+        let young = Task::new(Timestamp::now(), None, Map::new());
         index.enter(&old).unwrap();
         index.enter(&young).unwrap();
         let kept = tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap();
 
         assert_eq!(

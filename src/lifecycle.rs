@@ -4,9 +4,9 @@
 //! applies the result with a compare-and-swap and runs the rule again on a fresher task if
 //! another writer got there first.
 
-use chrono::{DateTime, Duration, Utc};
+use std::time::Duration;
 
-use crate::task::{Attempt, AttemptOutcome, Detail, Task, TaskId, TaskStatus};
+use crate::task::{Attempt, AttemptOutcome, Detail, Task, TaskId, TaskStatus, Timestamp};
 
 /// What a restart asks of a task.
 #[derive(Debug, PartialEq)]
@@ -22,7 +22,7 @@ pub enum Restart {
 /// Any task but one whose worker still holds its lease may be restarted. The attempt of a
 /// worker whose lease ran out is recorded as abandoned: if that worker ever reports, its
 /// outcome no longer counts.
-pub fn restart(task: &Task, now: DateTime<Utc>, broker_id: TaskId) -> Restart {
+pub fn restart(task: &Task, now: Timestamp, broker_id: TaskId) -> Restart {
     if task.status == TaskStatus::Processing && lease_is_live(task, now) {
         return Restart::StillRunning;
     }
@@ -43,8 +43,8 @@ pub fn restart(task: &Task, now: DateTime<Utc>, broker_id: TaskId) -> Restart {
 /// overdue period however many callers race.
 pub fn redispatch(
     task: &Task,
-    now: DateTime<Utc>,
-    overdue_since: DateTime<Utc>,
+    now: Timestamp,
+    overdue_since: Timestamp,
     broker_id: TaskId,
 ) -> Option<Task> {
     match task.status {
@@ -81,7 +81,7 @@ pub struct AlreadyFinished(pub TaskStatus);
 /// A pending task's dispatch is voided by the status alone: workers only claim `pending` tasks.
 /// A running job is not interrupted here; its worker sees the cancel at its next lease renewal
 /// and its outcome is dropped when it reports.
-pub fn cancel(task: &Task, now: DateTime<Utc>) -> Result<Cancel, AlreadyFinished> {
+pub fn cancel(task: &Task, now: Timestamp) -> Result<Cancel, AlreadyFinished> {
     match task.status {
         TaskStatus::Canceled => Ok(Cancel::AlreadyCanceled),
         status if status.is_finished() => Err(AlreadyFinished(status)),
@@ -116,7 +116,7 @@ pub fn claim(
     task: &Task,
     broker_id: &TaskId,
     runner: TaskId,
-    now: DateTime<Utc>,
+    now: Timestamp,
     lease: Duration,
 ) -> Result<Task, NotForThisWorker> {
     ensure_claimable(task, broker_id)?;
@@ -138,7 +138,7 @@ pub fn claim(
 pub fn refuse(
     task: &Task,
     broker_id: &TaskId,
-    now: DateTime<Utc>,
+    now: Timestamp,
     detail: Detail,
 ) -> Result<Task, NotForThisWorker> {
     ensure_claimable(task, broker_id)?;
@@ -152,7 +152,7 @@ pub fn refuse(
 pub fn renew(
     task: &Task,
     runner: &TaskId,
-    now: DateTime<Utc>,
+    now: Timestamp,
     lease: Duration,
 ) -> Result<Task, NotForThisWorker> {
     ensure_held_by(task, runner)?;
@@ -174,7 +174,7 @@ pub enum JobOutcome {
 pub fn finish(
     task: &Task,
     runner: &TaskId,
-    now: DateTime<Utc>,
+    now: Timestamp,
     outcome: JobOutcome,
 ) -> Result<Task, NotForThisWorker> {
     ensure_held_by(task, runner)?;
@@ -191,7 +191,7 @@ pub fn finish(
 }
 
 /// Whether a `processing` task's worker may still be alive.
-pub fn lease_is_live(task: &Task, now: DateTime<Utc>) -> bool {
+pub fn lease_is_live(task: &Task, now: Timestamp) -> bool {
     task.lease_until.is_some_and(|until| until > now)
 }
 
@@ -217,14 +217,14 @@ fn ensure_held_by(task: &Task, runner: &TaskId) -> Result<(), NotForThisWorker> 
     }
 }
 
-fn end_running_attempt(task: &mut Task, now: DateTime<Utc>, outcome: AttemptOutcome) {
+fn end_running_attempt(task: &mut Task, now: Timestamp, outcome: AttemptOutcome) {
     if let Some(attempt) = task.attempts.last_mut().filter(|a| a.outcome.is_none()) {
         attempt.ended_at = Some(now);
         attempt.outcome = Some(outcome);
     }
 }
 
-fn touched(mut task: Task, now: DateTime<Utc>) -> Task {
+fn touched(mut task: Task, now: Timestamp) -> Task {
     task.updated_at = now;
     task.revision += 1;
     task
@@ -235,9 +235,9 @@ mod tests {
     use super::*;
     use serde_json::Map;
 
-    const LEASE: Duration = Duration::seconds(30);
+    const LEASE: Duration = Duration::from_secs(30);
 
-    fn now() -> DateTime<Utc> {
+    fn now() -> Timestamp {
         "2026-12-04T12:00:00Z".parse().unwrap()
     }
 
@@ -312,7 +312,7 @@ mod tests {
     fn a_processing_task_whose_lease_ran_out_restarts_and_its_attempt_is_abandoned() {
         let runner = id();
         let task = processing(&runner);
-        let later = now() + LEASE + Duration::seconds(1);
+        let later = now() + LEASE + Duration::from_secs(1);
         let Restart::Dispatch(next) = restart(&task, later, id()) else {
             panic!("an expired lease must allow a restart");
         };
@@ -407,7 +407,7 @@ mod tests {
     fn only_the_claiming_run_renews_and_finishes() {
         let runner = id();
         let task = processing(&runner);
-        let later = now() + Duration::seconds(10);
+        let later = now() + Duration::from_secs(10);
         assert_eq!(
             renew(&task, &runner, later, LEASE).unwrap().lease_until,
             Some(later + LEASE)
@@ -462,8 +462,8 @@ mod tests {
 
     #[test]
     fn only_overdue_pending_tasks_and_tasks_of_dead_workers_are_redispatched() {
-        let overdue_since = now() + Duration::seconds(60);
-        let later = overdue_since + Duration::seconds(1);
+        let overdue_since = now() + Duration::from_secs(60);
+        let later = overdue_since + Duration::from_secs(1);
         for status in TaskStatus::ALL {
             let task = with_status(status);
             let broker_id = id();
@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_recently_dispatched_or_live_task_is_not_redispatched() {
-        let overdue_since = now() - Duration::seconds(1);
+        let overdue_since = now() - Duration::from_secs(1);
         assert_eq!(redispatch(&pending(), now(), overdue_since, id()), None);
         let running = processing(&id());
         assert_eq!(
@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn every_change_moves_the_revision_and_the_update_time() {
         let task = pending();
-        let later = now() + Duration::seconds(5);
+        let later = now() + Duration::from_secs(5);
         let Ok(Cancel::Canceled(next)) = cancel(&task, later) else {
             unreachable!()
         };

@@ -1,11 +1,10 @@
 //! Turning a stored task into what the API answers with.
 
-use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::task::{Attempt, Detail, Task, TaskId, TaskStatus};
+use crate::task::{Attempt, Detail, Task, TaskId, TaskStatus, Timestamp};
 
 /// The response schema the bundled components answer with: every field of the task, its own
 /// fields included, with empty optional fields left out.
@@ -18,13 +17,13 @@ pub struct TaskResponse {
     pub status: TaskStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Detail>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<TaskId>,
     pub broker_id: TaskId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<DateTime<Utc>>,
+    pub lease_until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
     #[serde(flatten)]
@@ -75,7 +74,7 @@ mod tests {
         let Value::Object(fields) = fields else {
             unreachable!()
         };
-        Task::new(Utc::now(), None, fields)
+        Task::new(Timestamp::now(), None, fields)
     }
 
     #[test]

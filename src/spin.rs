@@ -13,6 +13,7 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::redis::Connection;
@@ -56,10 +57,10 @@ pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
 }
 
 /// A duration variable, in milliseconds.
-fn milliseconds(name: &str, default: &str) -> anyhow::Result<chrono::Duration> {
+fn milliseconds(name: &str, default: &str) -> anyhow::Result<Duration> {
     let text = variable(name, default)?;
-    match text.parse::<i64>() {
-        Ok(ms) if ms > 0 => Ok(chrono::Duration::milliseconds(ms)),
+    match text.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
         _ => anyhow::bail!(
             "variable `{name}` must be a positive number of milliseconds, not `{text}`"
         ),

@@ -8,14 +8,13 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 
 use crate::index::Index;
 use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
-use crate::task::{Task, TaskId, TaskStatus};
+use crate::task::{Task, TaskId, TaskStatus, Timestamp};
 
 /// A failure of the key-value store itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +179,7 @@ impl<S: KeyValue> Tasks<S> {
     pub fn cancel(
         &self,
         id: &TaskId,
-        now: DateTime<Utc>,
+        now: Timestamp,
     ) -> Result<Task, UpdateError<AlreadyFinished>> {
         let updated = self.update(id, |task| {
             Ok(match lifecycle::cancel(task, now)? {
@@ -196,7 +195,7 @@ impl<S: KeyValue> Tasks<S> {
     pub fn restart(
         &self,
         id: &TaskId,
-        now: DateTime<Utc>,
+        now: Timestamp,
         broker_id: &TaskId,
     ) -> Result<Updated<bool>, UpdateError<Infallible>> {
         self.update(id, |task| {
@@ -318,7 +317,7 @@ mod tests {
 
     fn stored(tasks: &Tasks<MemoryKeyValue>) -> Task {
         tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap()
     }
 
@@ -366,9 +365,9 @@ mod tests {
             races: Cell::new(3),
         });
         let task = tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap();
-        let canceled = tasks.cancel(&task.id, Utc::now()).unwrap();
+        let canceled = tasks.cancel(&task.id, Timestamp::now()).unwrap();
         assert_eq!(canceled.status, TaskStatus::Canceled);
         // The other writer's change survived: it was not overwritten by a stale copy.
         let stored = tasks.get(&task.id).unwrap().unwrap();
@@ -383,10 +382,10 @@ mod tests {
             races: Cell::new(usize::MAX),
         });
         let task = tasks
-            .insert(Task::new(Utc::now(), None, Map::new()))
+            .insert(Task::new(Timestamp::now(), None, Map::new()))
             .unwrap();
         assert_eq!(
-            tasks.cancel(&task.id, Utc::now()),
+            tasks.cancel(&task.id, Timestamp::now()),
             Err(UpdateError::Contended)
         );
         let stored = tasks.get(&task.id).unwrap().unwrap();
@@ -405,14 +404,17 @@ mod tests {
     #[test]
     fn updating_an_unknown_task_is_not_found() {
         let tasks = Tasks::new(MemoryKeyValue::default());
-        let id = TaskId::generate(Utc::now());
-        assert_eq!(tasks.cancel(&id, Utc::now()), Err(UpdateError::NotFound));
+        let id = TaskId::generate(Timestamp::now());
+        assert_eq!(
+            tasks.cancel(&id, Timestamp::now()),
+            Err(UpdateError::NotFound)
+        );
     }
 
     #[test]
     fn a_document_that_is_not_a_task_is_reported_corrupt() {
         let tasks = Tasks::new(MemoryKeyValue::default());
-        let id = TaskId::generate(Utc::now());
+        let id = TaskId::generate(Timestamp::now());
         tasks.store().set(&Task::key(&id), b"{\"id\": 1}").unwrap();
         assert!(matches!(tasks.get(&id), Err(ReadError::Corrupt(bad, _)) if bad == id));
     }
@@ -423,7 +425,7 @@ mod tests {
         let mut all: Vec<Task> = (0..10).map(|_| stored(&tasks)).collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         for task in all.iter().step_by(2) {
-            tasks.cancel(&task.id, Utc::now()).unwrap();
+            tasks.cancel(&task.id, Timestamp::now()).unwrap();
         }
         tasks.store().set("unrelated", b"not a task").unwrap();
 

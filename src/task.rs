@@ -1,11 +1,81 @@
 //! The stored task: its id, status, history of attempts and the fields it was created with.
 
 use std::fmt;
+use std::ops::{Add, Sub};
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// A point in time, in whole milliseconds, written as RFC 3339 in UTC
+/// (`2026-12-04T16:00:02.131Z`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp(SystemTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from_unix_millis(unix_millis(SystemTime::now()))
+    }
+
+    pub fn from_unix_millis(millis: u64) -> Self {
+        Self(UNIX_EPOCH + Duration::from_millis(millis))
+    }
+
+    /// Whole seconds since 1970.
+    pub fn unix_seconds(self) -> u64 {
+        unix_millis(self.0) / 1000
+    }
+
+    /// How long from now until `later`; zero if `later` is not later.
+    pub fn until(self, later: Timestamp) -> Duration {
+        later.0.duration_since(self.0).unwrap_or_default()
+    }
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since_epoch.as_millis() as u64
+}
+
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, duration: Duration) -> Timestamp {
+        Self(self.0 + duration)
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn sub(self, duration: Duration) -> Timestamp {
+        Self(self.0.checked_sub(duration).unwrap_or(UNIX_EPOCH))
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = humantime::TimestampError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        humantime::parse_rfc3339(text).map(|time| Self::from_unix_millis(unix_millis(time)))
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = humantime::TimestampError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(time: Timestamp) -> Self {
+        humantime::format_rfc3339_millis(time.0).to_string()
+    }
+}
 
 /// A task id: 24 lowercase hex characters, ObjectId-style.
 ///
@@ -20,11 +90,11 @@ impl TaskId {
     pub const LEN: usize = 24;
 
     /// A new id for something created at `now`.
-    pub fn generate(now: DateTime<Utc>) -> Self {
+    pub fn generate(now: Timestamp) -> Self {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the host provides randomness");
         // Ids carry 32 bits of seconds, like ObjectIds: they wrap in 2106.
-        let seconds = now.timestamp() as u32;
+        let seconds = now.unix_seconds() as u32;
         Self(format!("{seconds:08x}{:016x}", u64::from_be_bytes(random)))
     }
 
@@ -217,9 +287,9 @@ pub struct Attempt {
     pub broker_id: TaskId,
     /// The worker run that claimed the task; only it may record the outcome.
     pub runner: TaskId,
-    pub started_at: DateTime<Utc>,
+    pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<AttemptOutcome>,
 }
@@ -233,15 +303,15 @@ pub struct Task {
     pub status: TaskStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Detail>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<TaskId>,
     /// The id of the last dispatch message; a worker holding another one drops its message.
     pub broker_id: TaskId,
     /// While `processing`: when the worker's claim runs out unless it renews it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<DateTime<Utc>>,
+    pub lease_until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
     /// Incremented by every write, so no two stored versions of a task are the same bytes
@@ -273,7 +343,7 @@ impl Task {
     ];
 
     /// A new `pending` task, to be dispatched with `broker_id`.
-    pub fn new(now: DateTime<Utc>, parent_id: Option<TaskId>, fields: Map<String, Value>) -> Self {
+    pub fn new(now: Timestamp, parent_id: Option<TaskId>, fields: Map<String, Value>) -> Self {
         Self {
             id: TaskId::generate(now),
             status: TaskStatus::Pending,
@@ -311,22 +381,24 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
     fn ids_start_with_the_creation_second_and_sort_by_it() {
-        let earlier = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let later = earlier + chrono::Duration::seconds(1);
+        let earlier: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let later = earlier + Duration::from_secs(1);
         let first = TaskId::generate(earlier);
         let second = TaskId::generate(later);
-        assert_eq!(&first.as_str()[..8], format!("{:08x}", earlier.timestamp()));
+        assert_eq!(
+            &first.as_str()[..8],
+            format!("{:08x}", earlier.unix_seconds())
+        );
         assert!(first < second);
         assert_eq!(first.as_str().len(), TaskId::LEN);
     }
 
     #[test]
     fn ids_from_one_second_differ() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         assert_ne!(TaskId::generate(now), TaskId::generate(now));
     }
 
@@ -350,6 +422,20 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<TaskId>(), Err(InvalidTaskId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc_to_the_millisecond() {
+        let time = Timestamp::from_unix_millis(1_796_400_002_131);
+        let text = serde_json::to_value(time).unwrap();
+        assert_eq!(text, "2026-12-04T16:00:02.131Z");
+        assert_eq!(serde_json::from_value::<Timestamp>(text).unwrap(), time);
+        assert!(serde_json::from_value::<Timestamp>("yesterday".into()).is_err());
+        assert_eq!(
+            time.until(time + Duration::from_millis(5)),
+            Duration::from_millis(5)
+        );
+        assert_eq!((time + Duration::from_secs(1)).until(time), Duration::ZERO);
     }
 
     #[test]
@@ -384,7 +470,7 @@ mod tests {
         let mut fields = Map::new();
         fields.insert("job".into(), "sleep".into());
         fields.insert("ms".into(), 20.into());
-        let task = Task::new(Utc::now(), None, fields);
+        let task = Task::new(Timestamp::now(), None, fields);
         let json = serde_json::to_value(&task).unwrap();
         assert_eq!(json["job"], "sleep");
         assert_eq!(json["status"], "pending");

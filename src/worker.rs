@@ -29,14 +29,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration as StdDuration;
-
-use chrono::{DateTime, Duration, Utc};
+use std::time::Duration;
 
 use crate::dispatch::DispatchMessage;
 use crate::lifecycle::{self, JobOutcome, NotForThisWorker};
 use crate::store::{Change, KeyValue, ReadError, Tasks, UpdateError};
-use crate::task::{Detail, Task, TaskId, TaskStatus};
+use crate::task::{Detail, Task, TaskId, TaskStatus, Timestamp};
 
 /// A kind of work a task can ask for.
 pub trait Job {
@@ -118,14 +116,14 @@ pub struct Sleep;
 
 impl Sleep {
     /// How long it sleeps between checks on its task.
-    const TICK: StdDuration = StdDuration::from_millis(50);
+    const TICK: Duration = Duration::from_millis(50);
 }
 
 impl Job for Sleep {
     fn run(&self, task: &Task, lease: &mut dyn Lease) -> anyhow::Result<Option<String>> {
         let ms = task.fields.get("ms").and_then(|ms| ms.as_u64());
         let ms = ms.ok_or_else(|| anyhow::anyhow!("`ms` must be a non-negative integer"))?;
-        let mut left = StdDuration::from_millis(ms);
+        let mut left = Duration::from_millis(ms);
         while !left.is_zero() {
             let nap = left.min(Self::TICK);
             std::thread::sleep(nap);
@@ -226,15 +224,21 @@ impl<S: KeyValue> Worker<S> {
             let detail = Detail::truncated(format!("unknown job `{job_name}`"));
             return self
                 .apply(id, |task| {
-                    lifecycle::refuse(task, &message.broker_id, Utc::now(), detail.clone())
+                    lifecycle::refuse(task, &message.broker_id, Timestamp::now(), detail.clone())
                 })
                 .map(|applied| applied.map_or_else(Handled::Dropped, |_| Handled::Refused));
         };
 
-        let runner = TaskId::generate(Utc::now());
+        let runner = TaskId::generate(Timestamp::now());
         let lease = self.settings.lease;
         let claimed = self.apply(id, |task| {
-            lifecycle::claim(task, &message.broker_id, runner.clone(), Utc::now(), lease)
+            lifecycle::claim(
+                task,
+                &message.broker_id,
+                runner.clone(),
+                Timestamp::now(),
+                lease,
+            )
         })?;
         let task = match claimed {
             Ok(task) => task,
@@ -246,14 +250,14 @@ impl<S: KeyValue> Worker<S> {
             id,
             runner: &runner,
             lease,
-            until: task.lease_until.unwrap_or_else(Utc::now),
+            until: task.lease_until.unwrap_or_else(Timestamp::now),
         };
         let outcome = match job.run(&task, &mut hold) {
             Ok(detail) => JobOutcome::Done(detail.map(Detail::truncated)),
             Err(error) => JobOutcome::Failed(Detail::truncated(format!("{error:#}"))),
         };
         let finished = self.apply(id, |task| {
-            lifecycle::finish(task, &runner, Utc::now(), outcome.clone())
+            lifecycle::finish(task, &runner, Timestamp::now(), outcome.clone())
         })?;
         Ok(finished.map_or(Handled::OutcomeDropped, |task| {
             Handled::Finished(task.status)
@@ -285,15 +289,15 @@ struct StoredLease<'a, S> {
     id: &'a TaskId,
     runner: &'a TaskId,
     lease: Duration,
-    until: DateTime<Utc>,
+    until: Timestamp,
 }
 
 impl<S: KeyValue> Lease for StoredLease<'_, S> {
     fn keep_alive(&mut self) -> Result<(), Revoked> {
-        let now = Utc::now();
+        let now = Timestamp::now();
         // Renewing costs a write, so it waits until half the lease is gone; the check that the
         // task is still ours is a read, made every time.
-        if self.until - now > self.lease / 2 {
+        if now.until(self.until) > self.lease / 2 {
             return match self.tasks.get(self.id) {
                 Ok(Some(task)) if lifecycle::renew(&task, self.runner, now, self.lease).is_ok() => {
                     Ok(())
@@ -326,7 +330,7 @@ mod tests {
 
     fn settings() -> WorkerSettings {
         WorkerSettings {
-            lease: Duration::seconds(30),
+            lease: Duration::from_secs(30),
             default_job: "noop".into(),
         }
     }
@@ -345,7 +349,7 @@ mod tests {
         };
         worker
             .tasks
-            .insert(Task::new(Utc::now(), None, fields))
+            .insert(Task::new(Timestamp::now(), None, fields))
             .unwrap()
     }
 
@@ -440,7 +444,7 @@ mod tests {
     fn a_canceled_pending_task_is_never_started() {
         let worker = worker();
         let task = create(&worker, json!({"job": "noop"}));
-        worker.tasks.cancel(&task.id, Utc::now()).unwrap();
+        worker.tasks.cancel(&task.id, Timestamp::now()).unwrap();
         assert_eq!(
             worker.handle(&message(&task)).unwrap(),
             Handled::Dropped(NotForThisWorker::NotPending(TaskStatus::Canceled))
@@ -455,7 +459,7 @@ mod tests {
         let worker = worker();
         let task = create(&worker, json!({"job": "noop"}));
         let mut old = task.clone();
-        old.broker_id = TaskId::generate(Utc::now());
+        old.broker_id = TaskId::generate(Timestamp::now());
         assert_eq!(
             worker.handle(&message(&old)).unwrap(),
             Handled::Dropped(NotForThisWorker::StaleDispatch)
@@ -474,7 +478,7 @@ mod tests {
             worker.handle(br#"{"task_id": "x"}"#),
             Err(WorkerError::Malformed(_))
         ));
-        let ghost = Task::new(Utc::now(), None, Default::default());
+        let ghost = Task::new(Timestamp::now(), None, Default::default());
         assert_eq!(
             worker.handle(&message(&ghost)).unwrap(),
             Handled::UnknownTask
@@ -487,7 +491,7 @@ mod tests {
     impl Job for CanceledMidway {
         fn run(&self, task: &Task, lease: &mut dyn Lease) -> anyhow::Result<Option<String>> {
             lease.keep_alive()?;
-            self.0.cancel(&task.id, Utc::now()).unwrap();
+            self.0.cancel(&task.id, Timestamp::now()).unwrap();
             Ok(Some("finished anyway".into()))
         }
     }
@@ -548,8 +552,8 @@ mod tests {
             let tasks = Tasks::new(store);
             let id = task.id.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(StdDuration::from_millis(120));
-                tasks.cancel(&id, Utc::now()).unwrap();
+                std::thread::sleep(Duration::from_millis(120));
+                tasks.cancel(&id, Timestamp::now()).unwrap();
             })
         };
         // Returns long before the 60 s the job asked for.
@@ -567,7 +571,7 @@ mod tests {
             Tasks::new(MemoryKeyValue::default()),
             Jobs::samples(),
             WorkerSettings {
-                lease: Duration::milliseconds(100),
+                lease: Duration::from_millis(100),
                 ..settings()
             },
         );

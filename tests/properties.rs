@@ -1,7 +1,6 @@
 //! Property tests: the status rules under any interleaving of requests and workers, and the
 //! endpoints under any query string or body.
 
-use chrono::{DateTime, Duration, Utc};
 use http::{Method, StatusCode};
 use proptest::prelude::*;
 use serde_json::Map;
@@ -9,10 +8,11 @@ use spin_task_helpers::api::{Api, ApiRequest, ApiSettings};
 use spin_task_helpers::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use spin_task_helpers::lifecycle::{self, Cancel, JobOutcome, Restart};
 use spin_task_helpers::store::{MemoryKeyValue, Tasks};
-use spin_task_helpers::task::{Detail, Task, TaskId, TaskStatus};
+use spin_task_helpers::task::{Detail, Task, TaskId, TaskStatus, Timestamp};
 use spin_task_helpers::TaskResponse;
+use std::time::Duration;
 
-const LEASE: Duration = Duration::seconds(30);
+const LEASE: Duration = Duration::from_secs(30);
 const WORKERS: usize = 3;
 
 /// One thing that can happen to a task.
@@ -34,7 +34,7 @@ enum Event {
         failed: bool,
     },
     /// Time passes, in seconds.
-    Wait(i64),
+    Wait(u64),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -45,14 +45,14 @@ fn event() -> impl Strategy<Value = Event> {
         (0..WORKERS, any::<bool>()).prop_map(|(worker, stale)| Event::Claim { worker, stale }),
         (0..WORKERS).prop_map(|worker| Event::Renew { worker }),
         (0..WORKERS, any::<bool>()).prop_map(|(worker, failed)| Event::Finish { worker, failed }),
-        (1..45i64).prop_map(Event::Wait),
+        (1..45u64).prop_map(Event::Wait),
     ]
 }
 
 /// The task and what each worker holds, as the events play out.
 struct World {
     task: Task,
-    now: DateTime<Utc>,
+    now: Timestamp,
     /// The runner id each worker claimed with, if it did.
     runners: [Option<TaskId>; WORKERS],
     /// The dispatch each worker received last.
@@ -64,7 +64,7 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let now: DateTime<Utc> = "2026-12-04T12:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
         let task = Task::new(now, None, Map::new());
         Self {
             old_broker: task.broker_id.clone(),
@@ -109,7 +109,7 @@ impl World {
             }
             Event::Redispatch => {
                 let broker = TaskId::generate(self.now);
-                let overdue_since = self.now - Duration::seconds(60);
+                let overdue_since = self.now - Duration::from_secs(60);
                 let next = lifecycle::redispatch(&self.task, self.now, overdue_since, broker);
                 if next.is_some() {
                     assert!(matches!(
@@ -149,7 +149,7 @@ impl World {
                 })
             }
             Event::Wait(seconds) => {
-                self.now += Duration::seconds(*seconds);
+                self.now = self.now + Duration::from_secs(*seconds);
                 None
             }
         };
