@@ -3,7 +3,6 @@
 //! Every endpoint answers a [`Response`]: expected failures become an [`ApiError`] with one
 //! status code and a FastAPI-style `{"detail": "..."}` body, never a panic.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 
@@ -82,7 +81,9 @@ impl ApiError {
     pub fn render(self) -> ApiResponse {
         let mut response = json_response(
             self.status(),
-            &serde_json::json!({ "detail": self.to_string() }),
+            &ErrorBody {
+                detail: &self.to_string(),
+            },
         );
         match &self {
             Self::MethodNotAllowed(allowed) => {
@@ -97,6 +98,12 @@ impl ApiError {
         }
         response
     }
+}
+
+/// An error as FastAPI writes it.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
 }
 
 impl fmt::Display for ApiError {
@@ -462,26 +469,25 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
 }
 
 /// The query string's parameters, each given at most once.
-struct Query(BTreeMap<String, String>);
+struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(request: &ApiRequest) -> Result<Self, ApiError> {
-        let mut parameters = BTreeMap::new();
+        let mut parameters: Vec<(String, String)> = Vec::new();
         for (name, value) in form_urlencoded::parse(request.query.as_bytes()) {
-            if parameters
-                .insert(name.to_string(), value.into_owned())
-                .is_some()
-            {
+            if parameters.iter().any(|(seen, _)| *seen == name) {
                 return Err(ApiError::Invalid(format!(
                     "query parameter `{name}` is given more than once"
                 )));
             }
+            parameters.push((name.into_owned(), value.into_owned()));
         }
         Ok(Self(parameters))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        let (_, value) = self.0.iter().find(|(given, _)| given == name)?;
+        Some(value)
     }
 
     fn task_id(&self) -> Result<TaskId, ApiError> {

@@ -50,20 +50,52 @@ impl std::fmt::Display for SchemaMismatch {
 impl std::error::Error for SchemaMismatch {}
 
 /// Validates a stored task into the response type `R`, as the original router's
-/// `convert_to_response` does with pydantic: the task's JSON document, internal fields
-/// included, must deserialize into `R`. A task that does not fit is an error, never a default.
+/// `convert_to_response` does with pydantic: the task's JSON document, without storage's own
+/// bookkeeping (`revision`, `slot`), must deserialize into `R`. A task that does not fit is an
+/// error, never a default.
 pub fn convert_to_response<R: DeserializeOwned>(task: &Task) -> Result<R, SchemaMismatch> {
-    let mismatch = |error: serde_json::Error| SchemaMismatch {
+    let document = serde_json::to_vec(&PublicTask::from(task)).expect("a task always serializes");
+    serde_json::from_slice(&document).map_err(|error| SchemaMismatch {
         id: task.id.clone(),
         reason: error.to_string(),
-    };
-    let mut document = serde_json::to_value(task).map_err(mismatch)?;
-    // The revision and slot are storage's own bookkeeping, not part of the task a client sees.
-    if let Value::Object(fields) = &mut document {
-        fields.remove("revision");
-        fields.remove("slot");
+    })
+}
+
+/// A task as a client may see it.
+#[derive(Serialize)]
+struct PublicTask<'a> {
+    id: &'a TaskId,
+    status: TaskStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a Detail>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_id: Option<&'a TaskId>,
+    broker_id: &'a TaskId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "<[Attempt]>::is_empty")]
+    attempts: &'a [Attempt],
+    #[serde(flatten)]
+    fields: &'a Map<String, Value>,
+}
+
+impl<'a> From<&'a Task> for PublicTask<'a> {
+    fn from(task: &'a Task) -> Self {
+        Self {
+            id: &task.id,
+            status: task.status,
+            detail: task.detail.as_ref(),
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            parent_id: task.parent_id.as_ref(),
+            broker_id: &task.broker_id,
+            lease_until: task.lease_until,
+            attempts: &task.attempts,
+            fields: &task.fields,
+        }
     }
-    serde_json::from_value(document).map_err(mismatch)
 }
 
 #[cfg(test)]
