@@ -95,6 +95,9 @@ impl KeyValueStore {
     }
 
     fn with_connection(connection: Connection, cas_mode: CasMode) -> Result<Self> {
+        // Several host processes may share one file (an API process and worker processes, as
+        // the recommended topology runs them): wait for another's write instead of failing.
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
         connection
             .execute(
                 "CREATE TABLE IF NOT EXISTS spin_key_value (
