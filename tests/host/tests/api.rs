@@ -33,13 +33,22 @@ fn openapi() -> &'static OpenApi {
                 .build(&schema)
                 .unwrap()
         };
-        OpenApi { task: validator("Task"), error: validator("Error") }
+        OpenApi {
+            task: validator("Task"),
+            error: validator("Error"),
+        }
     })
 }
 
 fn assert_valid(validator: &jsonschema::Validator, value: &Value) {
-    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{value} does not match the OpenAPI description: {errors:?}");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{value} does not match the OpenAPI description: {errors:?}"
+    );
 }
 
 /// Asserts a task response matches the OpenAPI description, and returns it.
@@ -128,7 +137,11 @@ fn a_task_canceled_while_running_stays_canceled() {
     let still = task(app.info(id(&running)));
     assert_eq!(still["status"], "canceled");
     assert_eq!(still["attempts"][0]["outcome"], "canceled");
-    assert_eq!(app.cancel(id(&running)).status, 200, "cancel again is a no-op");
+    assert_eq!(
+        app.cancel(id(&running)).status,
+        200,
+        "cancel again is a no-op"
+    );
 }
 
 #[test]
@@ -166,7 +179,11 @@ fn restart_runs_finished_and_canceled_tasks_again_under_a_new_dispatch() {
     app.wait_for_status(id(&done), "done");
     app.wait_for_status(id(&blocker), "done");
 
-    for (original, ends_as, attempts) in [(&failed, "failed", 2), (&done, "done", 2), (&canceled, "done", 1)] {
+    for (original, ends_as, attempts) in [
+        (&failed, "failed", 2),
+        (&done, "done", 2),
+        (&canceled, "done", 1),
+    ] {
         let reply = app.restart(id(original));
         assert_eq!(reply.status, 200, "{reply:?}");
         let restarted = task(reply.body);
@@ -178,7 +195,10 @@ fn restart_runs_finished_and_canceled_tasks_again_under_a_new_dispatch() {
             t["status"] == ends_as && t["attempts"].as_array().map_or(0, Vec::len) == attempts
         });
         assert_eq!(ended["broker_id"], restarted["broker_id"]);
-        assert_eq!(ended["attempts"][attempts - 1]["broker_id"], restarted["broker_id"]);
+        assert_eq!(
+            ended["attempts"][attempts - 1]["broker_id"],
+            restarted["broker_id"]
+        );
     }
 }
 
@@ -259,7 +279,11 @@ fn bad_requests_get_their_status_and_detail() {
     for (method, path, body, status, detail) in cases {
         let reply = app.request(method, path, body.map(<[u8]>::to_vec));
         assert_eq!(reply.status, *status, "{method} {path}: {reply:?}");
-        assert!(reply.detail().starts_with(detail), "{method} {path}: {}", reply.detail());
+        assert!(
+            reply.detail().starts_with(detail),
+            "{method} {path}: {}",
+            reply.detail()
+        );
         assert_valid(&openapi().error, &reply.body);
     }
     let oversized = format!("{{\"blob\": \"{}\"}}", "x".repeat(1024 * 1024));
@@ -267,7 +291,11 @@ fn bad_requests_get_their_status_and_detail() {
     assert_eq!(reply.status, 413, "{reply:?}");
     assert_eq!(reply.detail(), "request body is larger than 1048576 bytes");
     if !external() {
-        assert_eq!(app.list("?limit=1000").len(), before, "a bad request stored a task");
+        assert_eq!(
+            app.list("?limit=1000").len(),
+            before,
+            "a bad request stored a task"
+        );
     }
 }
 
@@ -283,7 +311,11 @@ fn wrong_methods_get_405_with_allow() {
         ("PUT", "/openapi.json", "GET"),
     ];
     for (method, path, allow) in cases {
-        let reply = app.request(method, &format!("{path}?task_id=65a1b2c3d4e5f60718293a4b"), None);
+        let reply = app.request(
+            method,
+            &format!("{path}?task_id=65a1b2c3d4e5f60718293a4b"),
+            None,
+        );
         assert_eq!(reply.status, 405, "{method} {path}");
         assert_eq!(reply.headers["allow"], allow, "{method} {path}");
         assert_eq!(reply.detail(), "Method Not Allowed");
@@ -303,24 +335,37 @@ fn list_filters_by_status_then_pages_in_creation_order() {
         created.push(client.create(json!({"job": job, "n": n})));
     }
     for task in &created {
-        client.wait_for(id(task), "finished", |t| t["status"] == "done" || t["status"] == "failed");
+        client.wait_for(id(task), "finished", |t| {
+            t["status"] == "done" || t["status"] == "failed"
+        });
     }
     let mut ids: Vec<&str> = created.iter().map(id).collect();
     ids.sort_unstable();
     let listed_ids = |query: &str| -> Vec<String> {
-        client.list(query).into_iter().map(|t| id(&task(t)).to_owned()).collect()
+        client
+            .list(query)
+            .into_iter()
+            .map(|t| id(&task(t)).to_owned())
+            .collect()
     };
     assert_eq!(listed_ids(""), ids);
     assert_eq!(listed_ids("?offset=2&limit=3"), ids[2..5]);
     assert_eq!(listed_ids("?offset=6"), Vec::<String>::new());
-    let failed: Vec<&str> = created.iter().filter(|t| t["job"] == "fail").map(id).collect();
+    let failed: Vec<&str> = created
+        .iter()
+        .filter(|t| t["job"] == "fail")
+        .map(id)
+        .collect();
     let mut failed = failed;
     failed.sort_unstable();
     assert_eq!(listed_ids("?status=failed"), failed);
     assert_eq!(listed_ids("?status=failed&offset=1&limit=1"), failed[1..2]);
     assert_eq!(listed_ids("?status=done").len(), 4);
     for status in ["pending", "processing", "canceled", "refused"] {
-        assert!(listed_ids(&format!("?status={status}")).is_empty(), "{status}");
+        assert!(
+            listed_ids(&format!("?status={status}")).is_empty(),
+            "{status}"
+        );
     }
 }
 
@@ -349,6 +394,9 @@ fn the_openapi_description_is_served() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["openapi"], "3.1.0");
     for path in ["/info", "/list", "/create", "/restart", "/cancel"] {
-        assert!(reply.body["paths"].get(path).is_some(), "{path} is not described");
+        assert!(
+            reply.body["paths"].get(path).is_some(),
+            "{path} is not described"
+        );
     }
 }

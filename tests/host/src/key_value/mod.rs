@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// What `swap` reports after a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -176,7 +176,7 @@ impl KeyValueStore {
 
     pub fn set_many(&self, label: &str, entries: &[(String, Vec<u8>)]) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (key, value) in entries {
                 tx.prepare_cached(UPSERT)?
                     .execute(params![label, key, value])?;
@@ -199,7 +199,9 @@ impl KeyValueStore {
     /// caller turns into a trap.
     pub fn increment(&self, label: &str, key: &str, delta: i64) -> Result<i64> {
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = connection.transaction()?;
+        // Immediate: a read that later writes must hold the write lock from the start, or two
+        // processes incrementing at once deadlock instead of waiting for each other.
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<Vec<u8>> = tx
             .prepare_cached(SELECT_VALUE)?
             .query_row(params![label, key], |r| r.get(0))

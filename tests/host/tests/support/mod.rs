@@ -35,7 +35,11 @@ fn build_components() {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `redis-server` of the test's own on a free loopback port, stopped on drop.
@@ -46,7 +50,10 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let mut redis = Self { port: free_port(), child: None };
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
         redis.resume();
         redis
     }
@@ -120,7 +127,13 @@ pub struct HostOptions<'a> {
 
 impl<'a> HostOptions<'a> {
     pub fn new(redis: &'a Redis, state_dir: &'a Path) -> Self {
-        Self { redis, state_dir, components: &[], variables: &[], args: &[] }
+        Self {
+            redis,
+            state_dir,
+            components: &[],
+            variables: &[],
+            args: &[],
+        }
     }
 }
 
@@ -132,7 +145,13 @@ impl Host {
 
     /// A host running only the worker, as its own process: the recommended topology.
     pub fn start_worker(options: &HostOptions) -> Self {
-        Self::spawn(&HostOptions { components: &["worker"], ..*options }, "Subscribed ")
+        Self::spawn(
+            &HostOptions {
+                components: &["worker"],
+                ..*options
+            },
+            "Subscribed ",
+        )
     }
 
     fn spawn(options: &HostOptions, ready: &'static str) -> Self {
@@ -169,7 +188,11 @@ impl Host {
             "Serving " => ready_line,
             _ => String::new(),
         };
-        Self { base_url, child, stderr }
+        Self {
+            base_url,
+            child,
+            stderr,
+        }
     }
 
     /// Whether the host process has exited by itself.
@@ -236,8 +259,15 @@ impl App {
     pub fn start_with(variables: &[(&str, &str)]) -> Self {
         let redis = Redis::start();
         let state = TempDir::new();
-        let host = Host::start(&HostOptions { variables, ..HostOptions::new(&redis, &state.0) });
-        Self { redis, state, host: Some(host) }
+        let host = Host::start(&HostOptions {
+            variables,
+            ..HostOptions::new(&redis, &state.0)
+        });
+        Self {
+            redis,
+            state,
+            host: Some(host),
+        }
     }
 
     pub fn client(&self) -> Client {
@@ -262,10 +292,16 @@ impl std::ops::Deref for TestApp {
 
 pub fn app() -> TestApp {
     match std::env::var("BASE_URL") {
-        Ok(base_url) => TestApp { client: Client::new(&base_url), _own: None },
+        Ok(base_url) => TestApp {
+            client: Client::new(&base_url),
+            _own: None,
+        },
         Err(_) => {
             let own = App::start();
-            TestApp { client: own.client(), _own: Some(own) }
+            TestApp {
+                client: own.client(),
+                _own: Some(own),
+            }
         }
     }
 }
@@ -283,7 +319,8 @@ impl TempDir {
     pub fn new() -> Self {
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("spin-task-helpers-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("spin-task-helpers-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
     }
@@ -312,34 +349,57 @@ pub struct Reply {
 
 impl Reply {
     pub fn detail(&self) -> &str {
-        self.body["detail"].as_str().unwrap_or_else(|| panic!("no detail in {self:?}"))
+        self.body["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no detail in {self:?}"))
     }
 }
 
 impl Client {
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::blocking::Client::builder().timeout(PATIENCE).build().unwrap();
-        Self { base_url: base_url.trim_end_matches('/').to_owned(), http }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .unwrap();
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
     }
 
     pub fn request(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path_and_query}", self.base_url));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base_url));
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().expect("the app answers");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!("status {status}: body is not JSON: {}", String::from_utf8_lossy(&bytes))
+            panic!(
+                "status {status}: body is not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
         });
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn create(&self, fields: Value) -> Value {
-        let reply = self.request("POST", "/create", Some(serde_json::to_vec(&fields).unwrap()));
+        let reply = self.request(
+            "POST",
+            "/create",
+            Some(serde_json::to_vec(&fields).unwrap()),
+        );
         assert_eq!(reply.status, 201, "{reply:?}");
         reply.body
     }
@@ -372,7 +432,10 @@ impl Client {
             if done(&task) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "task {id} never became {what}: {task}");
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never became {what}: {task}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
