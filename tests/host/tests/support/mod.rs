@@ -17,7 +17,23 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The workspace root, where `spin.toml` is.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate_dir
+        .ancestors()
+        .find(|dir| dir.join("spin.toml").is_file());
+    root.expect("the crate is inside the workspace")
+        .to_path_buf()
+}
+
+/// The test host binary: this crate's own in its tests; the one `SPIN_TEST_HOST` names elsewhere
+/// (the benchmark builds a release one).
+fn host_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_spin-test-host") {
+        Some(path) => path.into(),
+        None => std::env::var_os("SPIN_TEST_HOST")
+            .expect("SPIN_TEST_HOST names the test host")
+            .into(),
+    }
 }
 
 /// Builds the components once per test binary, as `spin up --build` would.
@@ -156,7 +172,7 @@ impl Host {
 
     fn spawn(options: &HostOptions, ready: &'static str) -> Self {
         build_components();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_spin-test-host"));
+        let mut command = Command::new(host_binary());
         command
             .arg("--manifest")
             .arg(workspace().join("spin.toml"))
