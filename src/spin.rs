@@ -27,7 +27,7 @@ use crate::worker::{Jobs, Worker, WorkerSettings};
 
 /// The task endpoints on this component's store and Redis channel.
 pub fn api() -> Result<Api<SpinKeyValue, RedisDispatcher>, ApiError> {
-    let build = || -> anyhow::Result<_> {
+    let build = || -> Result<_, Misconfigured> {
         let token = variable("api_token", "")?;
         let settings = ApiSettings {
             api_token: Some(token).filter(|token| !token.is_empty()),
@@ -40,11 +40,11 @@ pub fn api() -> Result<Api<SpinKeyValue, RedisDispatcher>, ApiError> {
             settings,
         ))
     };
-    build().map_err(|error| ApiError::Misconfigured(format!("{error:#}")))
+    build().map_err(|Misconfigured(problem)| ApiError::Misconfigured(problem))
 }
 
 /// A worker running `jobs` on this component's store.
-pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
+pub fn worker(jobs: Jobs) -> Result<Worker<SpinKeyValue>, Misconfigured> {
     let settings = WorkerSettings {
         lease: milliseconds("lease_ms", "30000")?,
         default_job: variable("default_job", "noop")?,
@@ -57,15 +57,27 @@ pub fn worker(jobs: Jobs) -> anyhow::Result<Worker<SpinKeyValue>> {
 }
 
 /// A duration variable, in milliseconds.
-fn milliseconds(name: &str, default: &str) -> anyhow::Result<Duration> {
+fn milliseconds(name: &str, default: &str) -> Result<Duration, Misconfigured> {
     let text = variable(name, default)?;
     match text.parse::<u64>() {
         Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-        _ => anyhow::bail!(
+        _ => Err(Misconfigured(format!(
             "variable `{name}` must be a positive number of milliseconds, not `{text}`"
-        ),
+        ))),
     }
 }
+
+/// A setting the component cannot work with.
+#[derive(Debug)]
+pub struct Misconfigured(pub String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the application is misconfigured: {}", self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
 
 impl From<Request> for ApiRequest {
     fn from(request: Request) -> Self {
@@ -100,11 +112,11 @@ impl IntoResponse for ApiError {
 }
 
 /// A component variable, or `default` where the component declares none.
-fn variable(name: &str, default: &str) -> anyhow::Result<String> {
+fn variable(name: &str, default: &str) -> Result<String, Misconfigured> {
     match variables::get(name) {
         Ok(value) => Ok(value),
         Err(variables::Error::Undefined(_)) => Ok(default.to_owned()),
-        Err(error) => anyhow::bail!("variable `{name}`: {error}"),
+        Err(error) => Err(Misconfigured(format!("variable `{name}`: {error}"))),
     }
 }
 
@@ -122,7 +134,7 @@ pub struct SpinCas {
 
 impl SpinKeyValue {
     /// The store named by the `store` variable.
-    pub fn from_variables() -> anyhow::Result<Self> {
+    pub fn from_variables() -> Result<Self, Misconfigured> {
         Ok(Self::new(variable("store", "default")?))
     }
 
@@ -222,7 +234,7 @@ pub struct RedisDispatcher {
 
 impl RedisDispatcher {
     /// The channel named by the `redis_address` and `channel` variables.
-    pub fn from_variables() -> anyhow::Result<Self> {
+    pub fn from_variables() -> Result<Self, Misconfigured> {
         Ok(Self {
             address: variable("redis_address", "redis://127.0.0.1:6379")?,
             channel: variable("channel", "tasks")?,

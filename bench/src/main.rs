@@ -152,7 +152,7 @@ fn populate(client: &Client, ids: &mut Vec<String>, size: usize) {
     let created = Arc::new(std::sync::Mutex::new(Vec::new()));
     concurrently(size - from, CREATORS, |n| {
         let task = client.create(json!({"job": "noop", "n": from + n}));
-        if (from + n) % 10 == 0 {
+        if (from + n).is_multiple_of(10) {
             assert_eq!(client.cancel(id(&task)).status, 200);
         }
         created.lock().unwrap().push(id(&task).to_owned());
