@@ -14,22 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{id, workspace, Client, Host, HostOptions, Redis, TempDir};
+use support::{id, workspace, Client, Host, HostOptions, Redis, TempDir, HTTP_COMPONENTS};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const LIST_SAMPLES: usize = 200;
 const INFO_REQUESTS: usize = 4_000;
 const INFO_CONCURRENCY: usize = 8;
 const CREATORS: usize = 4;
-const HTTP_COMPONENTS: [&str; 7] = [
-    "info",
-    "list",
-    "create",
-    "restart",
-    "cancel",
-    "redispatch",
-    "openapi",
-];
 
 fn main() {
     build_release_host();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{external, id, App, Client, Host, HostOptions, Redis, TempDir};
+use support::{external, id, App, Client, Host, HostOptions, Redis, TempDir, HTTP_COMPONENTS};
 
 /// Starts an API-only host and `workers` worker-only hosts on one store, as in production.
 struct Topology {
@@ -51,16 +51,6 @@ impl Topology {
         self.workers.push(Host::start_worker(&options));
     }
 }
-
-const HTTP_COMPONENTS: [&str; 7] = [
-    "info",
-    "list",
-    "create",
-    "restart",
-    "cancel",
-    "redispatch",
-    "openapi",
-];
 
 fn attempts(task: &Value) -> usize {
     task["attempts"].as_array().map_or(0, Vec::len)

@@ -120,6 +120,17 @@ impl Drop for Redis {
     }
 }
 
+/// The components of `spin.toml` that serve HTTP: an API process without the worker.
+pub const HTTP_COMPONENTS: [&str; 7] = [
+    "info",
+    "list",
+    "create",
+    "restart",
+    "cancel",
+    "redispatch",
+    "openapi",
+];
+
 /// One run of the test host serving the project's `spin.toml`, stopped on drop.
 pub struct Host {
     /// Where it serves HTTP; empty for a worker-only host.
