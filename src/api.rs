@@ -3,7 +3,6 @@
 //! Every endpoint answers a [`Response`]: expected failures become an [`ApiError`] with one
 //! status code and a FastAPI-style `{"detail": "..."}` body, never a panic.
 
-use std::convert::Infallible;
 use std::fmt;
 
 use http::{Method, StatusCode};
@@ -14,9 +13,9 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
-use crate::lifecycle::{self, AlreadyFinished};
+use crate::lifecycle::AlreadyFinished;
 use crate::response::{convert_to_response, SchemaMismatch};
-use crate::store::{Change, KeyValue, ReadError, StoreError, Tasks, UpdateError};
+use crate::store::{KeyValue, ReadError, StoreError, Tasks, UpdateError};
 use crate::task::{Task, TaskId, TaskStatus, Timestamp};
 
 /// The largest request body accepted.
@@ -372,15 +371,9 @@ impl<S: KeyValue, D: Dispatcher> Api<S, D> {
             for status in [TaskStatus::Pending, TaskStatus::Processing] {
                 for task in self.tasks.list(Some(status), 0, usize::MAX)? {
                     let broker_id = TaskId::generate(now);
-                    let updated = self.tasks.update(&task.id, |task| {
-                        Ok::<_, Infallible>(
-                            match lifecycle::redispatch(task, now, overdue_since, broker_id.clone())
-                            {
-                                Some(next) => Change::Write(next, true),
-                                None => Change::Keep(false),
-                            },
-                        )
-                    });
+                    let updated = self
+                        .tasks
+                        .redispatch(&task.id, now, overdue_since, &broker_id);
                     let updated = match updated {
                         Ok(updated) => updated,
                         // Gone, or taken by a concurrent caller: not this call's to send.
@@ -580,6 +573,8 @@ fn parse_new_task(body: &[u8]) -> Result<(Option<TaskId>, Map<String, Value>), A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle;
+    use crate::store::Change;
     use crate::response::TaskResponse;
     use crate::store::MemoryKeyValue;
     use std::cell::RefCell;

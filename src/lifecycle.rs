@@ -10,6 +10,8 @@ use crate::task::{Attempt, AttemptOutcome, Detail, Task, TaskId, TaskStatus, Tim
 
 /// What a restart asks of a task.
 #[derive(Debug, PartialEq)]
+// Decisions are moved once, straight into storage: boxing the task would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Restart {
     /// The task goes back to `pending` under a new dispatch, which must now be sent.
     Dispatch(Task),
@@ -65,6 +67,8 @@ pub fn redispatch(
 
 /// What a cancel asks of a task.
 #[derive(Debug, PartialEq)]
+// Decisions are moved once, straight into storage: boxing the task would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Cancel {
     /// The task is now `canceled`, and its dispatch void.
     Canceled(Task),

@@ -99,6 +99,8 @@ pub struct Updated<T> {
 }
 
 /// What a status rule asks storage to do.
+// Decisions are moved once, straight into storage: boxing the task would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Change<T> {
     /// Write this task.
     Write(Task, T),
@@ -203,6 +205,25 @@ impl<S: KeyValue> Tasks<S> {
                 Restart::Dispatch(next) => Change::Write(next, true),
                 Restart::StillRunning => Change::Keep(false),
             })
+        })
+    }
+
+    /// Sends a task again under the dispatch `broker_id` if its last one seems lost (see
+    /// [`lifecycle::redispatch`]); the decision says whether it must now be dispatched.
+    pub fn redispatch(
+        &self,
+        id: &TaskId,
+        now: Timestamp,
+        overdue_since: Timestamp,
+        broker_id: &TaskId,
+    ) -> Result<Updated<bool>, UpdateError<Infallible>> {
+        self.update(id, |task| {
+            Ok(
+                match lifecycle::redispatch(task, now, overdue_since, broker_id.clone()) {
+                    Some(next) => Change::Write(next, true),
+                    None => Change::Keep(false),
+                },
+            )
         })
     }
 
