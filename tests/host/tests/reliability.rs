@@ -409,3 +409,40 @@ fn the_task_rules_hold_on_a_store_whose_swaps_report_failure_after_writing() {
     assert_eq!(attempts(&rerun), 1);
     assert_eq!(client.list("?status=done").len(), 3);
 }
+
+#[test]
+fn with_a_token_set_every_endpoint_but_the_description_needs_it() {
+    if external() {
+        return eprintln!("skipped: needs an app of its own");
+    }
+    let app = App::start_with(&[("api_token", "s3cret")]);
+    let anonymous = app.client();
+    let wrong = app.client().with_token("s3cre");
+    let client = app.client().with_token("s3cret");
+    let task = client.create(json!({"job": "noop"}));
+    client.wait_for_status(id(&task), "done");
+
+    let requests = [
+        ("GET", format!("/info?task_id={}", id(&task))),
+        ("GET", "/list".to_owned()),
+        ("POST", "/create".to_owned()),
+        ("PUT", format!("/restart?task_id={}", id(&task))),
+        ("PUT", format!("/cancel?task_id={}", id(&task))),
+        ("POST", "/redispatch".to_owned()),
+    ];
+    for (method, path) in &requests {
+        for refused in [&anonymous, &wrong] {
+            let reply = refused.request(method, path, Some(b"{}".to_vec()));
+            assert_eq!(reply.status, 401, "{method} {path}: {reply:?}");
+            assert_eq!(reply.headers["www-authenticate"], "Bearer");
+            assert_eq!(reply.detail(), "Not authenticated");
+        }
+    }
+    assert_eq!(
+        client.list("").len(),
+        1,
+        "a refused request changed something"
+    );
+    assert_eq!(client.info(id(&task))["status"], "done");
+    assert_eq!(anonymous.request("GET", "/openapi.json", None).status, 200);
+}

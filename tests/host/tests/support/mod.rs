@@ -364,6 +364,7 @@ impl Drop for TempDir {
 pub struct Client {
     base_url: String,
     http: reqwest::blocking::Client,
+    token: Option<String>,
 }
 
 /// A response: its status, headers and JSON body.
@@ -391,7 +392,14 @@ impl Client {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http,
+            token: None,
         }
+    }
+
+    /// This client, sending `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
     }
 
     pub fn request(&self, method: &str, path_and_query: &str, body: Option<Vec<u8>>) -> Reply {
@@ -403,6 +411,9 @@ impl Client {
             request = request
                 .header("content-type", "application/json")
                 .body(body);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
         let response = request.send().expect("the app answers");
         let status = response.status().as_u16();
