@@ -233,7 +233,9 @@ fn bad_requests_get_their_status_and_detail() {
     let ids = "`task_id` must be 24 hexadecimal characters";
     let required = "query parameter `task_id` is required";
     let statuses = "`status` must be one of pending, processing, done, canceled, failed, refused";
-    let cases: &[(&str, &str, Option<&[u8]>, u16, &str)] = &[
+    // Method, path and query, body, status, the start of the detail.
+    type Case<'a> = (&'a str, &'a str, Option<&'a [u8]>, u16, &'a str);
+    let cases: &[Case] = &[
         ("GET", "/info", None, 422, required),
         ("PUT", "/cancel", None, 422, required),
         ("PUT", "/restart?id=65a1b2c3d4e5f60718293a4b", None, 422, required),
