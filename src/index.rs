@@ -235,7 +235,7 @@ impl<'a, S: KeyValue> Index<'a, S> {
     }
 
     fn drop_orphan(&self, page_number: u64, id: &TaskId, now: Timestamp) {
-        if created_at(id).is_some_and(|created| created.until(now) > ORPHAN_AGE) {
+        if id.created_at().until(now) > ORPHAN_AGE {
             let _ = self.record(page_number, |entries| {
                 let before = entries.len();
                 entries.retain(|entry| &entry.0 != id);
@@ -243,12 +243,6 @@ impl<'a, S: KeyValue> Index<'a, S> {
             });
         }
     }
-}
-
-/// The creation time an id carries.
-fn created_at(id: &TaskId) -> Option<Timestamp> {
-    let seconds = u32::from_str_radix(&id.as_str()[..8], 16).ok()?;
-    Some(Timestamp::from_unix_millis(u64::from(seconds) * 1000))
 }
 
 fn encode(value: &impl Serialize) -> Vec<u8> {

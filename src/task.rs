@@ -98,6 +98,13 @@ impl TaskId {
         Self(format!("{seconds:08x}{:016x}", u64::from_be_bytes(random)))
     }
 
+    /// The creation time the id carries, to the second.
+    pub fn created_at(&self) -> Timestamp {
+        let seconds =
+            u32::from_str_radix(&self.0[..8], 16).expect("an id starts with 8 hex digits");
+        Timestamp::from_unix_millis(u64::from(seconds) * 1000)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
