@@ -217,14 +217,6 @@ pub struct ApiResponse {
 }
 
 impl ApiResponse {
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
     /// The value of the header `name` (lowercase), if set.
     pub fn header(&self, name: &str) -> Option<&str> {
         if name == "content-type" {
@@ -574,8 +566,8 @@ fn parse_new_task(body: &[u8]) -> Result<(Option<TaskId>, Map<String, Value>), A
 mod tests {
     use super::*;
     use crate::lifecycle;
-    use crate::store::Change;
     use crate::response::TaskResponse;
+    use crate::store::Change;
     use crate::store::MemoryKeyValue;
     use std::cell::RefCell;
 
@@ -610,7 +602,7 @@ mod tests {
 
     fn json(response: &ApiResponse) -> Value {
         assert_eq!(response.header("content-type"), Some("application/json"));
-        serde_json::from_slice(response.body()).unwrap()
+        serde_json::from_slice(&response.body).unwrap()
     }
 
     fn detail(response: &ApiResponse) -> String {
@@ -623,7 +615,7 @@ mod tests {
         let response =
             api.create::<TaskResponse>(&request(Method::POST, "/create", body.as_bytes()));
         assert_eq!(
-            response.status(),
+            response.status,
             StatusCode::CREATED,
             "{:?}",
             json(&response)
@@ -662,7 +654,7 @@ mod tests {
             &format!("/info?task_id={}", task["id"].as_str().unwrap()),
             b"",
         ));
-        assert_eq!(info.status(), StatusCode::OK);
+        assert_eq!(info.status, StatusCode::OK);
         assert_eq!(json(&info), task);
     }
 
@@ -674,7 +666,7 @@ mod tests {
             "/info?task_id=65a1b2c3d4e5f60718293a4b",
             b"",
         ));
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(
             detail(&response),
             "Task with ID `65a1b2c3d4e5f60718293a4b` not found"
@@ -706,7 +698,7 @@ mod tests {
         ];
         for (uri, expected) in cases {
             let response = api.info::<TaskResponse>(&request(Method::GET, uri, b""));
-            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
+            assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
             assert_eq!(detail(&response), expected, "{uri}");
         }
     }
@@ -741,7 +733,7 @@ mod tests {
         ];
         for (uri, expected) in cases {
             let response = api.list::<TaskResponse>(&request(Method::GET, uri, b""));
-            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
+            assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
             assert_eq!(detail(&response), expected, "{uri}");
         }
     }
@@ -831,7 +823,7 @@ mod tests {
         ];
         for (path, endpoint, method, allow) in cases {
             let response = endpoint(&api, &request(method, &format!("{path}{id_query}"), b"{}"));
-            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
             assert_eq!(response.header("allow"), Some(allow), "{path}");
             assert_eq!(detail(&response), "Method Not Allowed");
         }
@@ -887,7 +879,7 @@ mod tests {
         ];
         for (body, status, expected) in cases {
             let response = api.create::<TaskResponse>(&request(Method::POST, "/create", body));
-            assert_eq!(response.status(), status, "{expected}");
+            assert_eq!(response.status, status, "{expected}");
             assert!(
                 detail(&response).starts_with(expected),
                 "{}",
@@ -904,10 +896,10 @@ mod tests {
         let api = api(&outbox);
         let task = create(&api, "{}");
         let canceled = put(&api, "cancel", &task["id"]);
-        assert_eq!(canceled.status(), StatusCode::OK);
+        assert_eq!(canceled.status, StatusCode::OK);
         assert_eq!(json(&canceled)["status"], "canceled");
         let again = put(&api, "cancel", &task["id"]);
-        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(again.status, StatusCode::OK);
         assert_eq!(json(&again), json(&canceled));
 
         let done = create(&api, "{}");
@@ -932,7 +924,7 @@ mod tests {
             })
             .unwrap();
         let refused = put(&api, "cancel", &done["id"]);
-        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        assert_eq!(refused.status, StatusCode::CONFLICT);
         assert_eq!(
             detail(&refused),
             format!("Task with ID `{id}` is already done; a finished task cannot be canceled")
@@ -950,7 +942,7 @@ mod tests {
         let task = create(&api, "{}");
         put(&api, "cancel", &task["id"]);
         let restarted = put(&api, "restart", &task["id"]);
-        assert_eq!(restarted.status(), StatusCode::OK);
+        assert_eq!(restarted.status, StatusCode::OK);
         let restarted = json(&restarted);
         assert_eq!(restarted["status"], "pending");
         assert_ne!(restarted["broker_id"], task["broker_id"]);
@@ -980,7 +972,7 @@ mod tests {
             .unwrap()
             .task;
         let response = put(&api, "restart", &task["id"]);
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status, StatusCode::OK);
         assert_eq!(json(&response)["status"], "processing");
         assert_eq!(api.tasks.get(&id).unwrap().unwrap(), running);
         assert_eq!(outbox.sent.borrow().len(), 1);
@@ -992,7 +984,7 @@ mod tests {
         let api = api(&outbox);
         outbox.down.set(true);
         let response = api.create::<TaskResponse>(&request(Method::POST, "/create", b"{}"));
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
         let stored = api.tasks.list(None, 0, 10).unwrap();
         assert_eq!(stored.len(), 1);
         let id = Value::from(stored[0].id.as_str());
@@ -1002,7 +994,7 @@ mod tests {
         );
 
         let failed_restart = put(&api, "restart", &id);
-        assert_eq!(failed_restart.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(failed_restart.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             detail(&failed_restart),
             format!(
@@ -1013,7 +1005,7 @@ mod tests {
 
         outbox.down.set(false);
         let restarted = put(&api, "restart", &id);
-        assert_eq!(restarted.status(), StatusCode::OK);
+        assert_eq!(restarted.status, StatusCode::OK);
         let sent = outbox.sent.borrow();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].broker_id.as_str(), json(&restarted)["broker_id"]);
@@ -1041,7 +1033,7 @@ mod tests {
 
         let call = || api.redispatch(&request(Method::POST, "/redispatch", b""));
         let first = call();
-        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.status, StatusCode::OK);
         assert_eq!(
             json(&first),
             serde_json::json!({"redispatched": [overdue["id"]]})
@@ -1098,7 +1090,7 @@ mod tests {
         let task = create(&api, "{}");
         outbox.down.set(true);
         let response = api.redispatch(&request(Method::POST, "/redispatch", b""));
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             detail(&response),
             format!(
@@ -1131,14 +1123,14 @@ mod tests {
             Some("Basic s3cret"),
         ] {
             let response = with_auth(refused);
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{refused:?}");
             assert_eq!(response.header("www-authenticate"), Some("Bearer"));
             assert_eq!(detail(&response), "Not authenticated");
         }
-        assert_eq!(with_auth(Some("Bearer s3cret")).status(), StatusCode::OK);
+        assert_eq!(with_auth(Some("Bearer s3cret")).status, StatusCode::OK);
 
         let unauthenticated = api.create::<TaskResponse>(&request(Method::POST, "/create", b"{}"));
-        assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
         assert!(outbox.sent.borrow().is_empty());
     }
 
@@ -1146,10 +1138,10 @@ mod tests {
     fn the_openapi_document_is_served_as_json_to_get_only() {
         let document = br#"{"openapi": "3.1.0"}"#;
         let response = openapi(&request(Method::GET, "/openapi.json", b""), document);
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status, StatusCode::OK);
         assert_eq!(json(&response)["openapi"], "3.1.0");
         let response = openapi(&request(Method::POST, "/openapi.json", b""), document);
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]
@@ -1163,7 +1155,7 @@ mod tests {
         let task = create(&api, "{}");
         let uri = format!("/info?task_id={}", task["id"].as_str().unwrap());
         let response = api.info::<NeedsModel>(&request(Method::GET, &uri, b""));
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(detail(&response).contains("does not fit the response schema"));
     }
 }

@@ -228,9 +228,9 @@ proptest! {
         for query in [query, format!("task_id={raw}"), format!("status={raw}&offset={raw}")] {
             let request = ApiRequest::new(Method::GET, &format!("/list?{query}"), Vec::new());
             for response in [api.list::<TaskResponse>(&request), api.info::<TaskResponse>(&request)] {
-                let status = response.status();
+                let status = response.status;
                 prop_assert!(status == StatusCode::OK || status.is_client_error(), "{status} for {query:?}");
-                let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
                 prop_assert!(status == StatusCode::OK || body["detail"].is_string());
             }
         }
@@ -243,10 +243,10 @@ proptest! {
             let request = ApiRequest::new(Method::POST, "/create", body.clone());
             let response = api.create::<TaskResponse>(&request);
             let is_object = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object());
-            if response.status() == StatusCode::CREATED {
+            if response.status == StatusCode::CREATED {
                 prop_assert!(is_object);
             } else {
-                prop_assert!(response.status().is_client_error(), "{}", response.status());
+                prop_assert!(response.status.is_client_error(), "{}", response.status);
             }
         }
     }
