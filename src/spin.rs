@@ -1,4 +1,5 @@
-//! The adapters to Spin: its key-value store, outbound Redis and application variables.
+//! The adapters to Spin: its HTTP trigger, key-value store, outbound Redis and application
+//! variables.
 //!
 //! Settings come from component variables, each falling back to the default the bundled
 //! `spin.toml` also declares:
@@ -15,12 +16,16 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use spin_sdk::http::{IntoResponse, Request, Response};
+use http::Method;
+use spin_sdk::http::{
+    Fields, IncomingRequest, Method as HttpMethod, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 use spin_sdk::redis::Connection;
 use spin_sdk::variables;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as kv};
+use wasi::io::streams::StreamError;
 
-use crate::api::{Api, ApiError, ApiRequest, ApiResponse, ApiSettings, JSON};
+use crate::api::{Api, ApiError, ApiRequest, ApiResponse, ApiSettings, JSON, MAX_BODY_BYTES};
 use crate::dispatch::{DispatchError, DispatchMessage, Dispatcher};
 use crate::store::{KeyValue, StoreError, Tasks};
 use crate::worker::{Jobs, Worker, WorkerSettings};
@@ -79,36 +84,91 @@ impl std::fmt::Display for Misconfigured {
 
 impl std::error::Error for Misconfigured {}
 
-impl From<Request> for ApiRequest {
-    fn from(request: Request) -> Self {
-        Self {
-            method: request.method().clone().into(),
-            query: request.query().to_owned(),
-            authorization: request
-                .header("authorization")
-                .map(|value| value.as_bytes().to_vec()),
-            body: request.into_body(),
-        }
-    }
+/// Answers one HTTP request: reads it, lets `endpoint` answer, writes the answer.
+///
+/// Works on the request and response handles themselves rather than spin-sdk's `Request` and
+/// `Response`: their conversions would take half of each component's Wasm.
+pub fn serve(
+    request: IncomingRequest,
+    response_out: ResponseOutparam,
+    endpoint: impl FnOnce(&ApiRequest) -> Result<ApiResponse, ApiError>,
+) {
+    let response = read_request(request)
+        .and_then(|request| endpoint(&request))
+        .unwrap_or_else(ApiError::render);
+    write_response(response_out, response);
 }
 
-impl IntoResponse for ApiResponse {
-    fn into_response(self) -> Response {
-        let mut response = Response::builder();
+fn read_request(request: IncomingRequest) -> Result<ApiRequest, ApiError> {
+    let method = match request.method() {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Connect => Method::CONNECT,
+        HttpMethod::Trace => Method::TRACE,
+        HttpMethod::Other(other) => Method::from_bytes(other.as_bytes())
+            .map_err(|_| ApiError::Invalid(format!("`{other}` is not an HTTP method")))?,
+    };
+    let path_and_query = request.path_with_query().unwrap_or_default();
+    let query = path_and_query
+        .split_once('?')
+        .map_or("", |(_, query)| query);
+    let authorization = request.headers().get("authorization").into_iter().next();
+    Ok(ApiRequest {
+        method,
+        query: query.to_owned(),
+        authorization,
+        body: read_body(request)?,
+    })
+}
+
+/// The request body, cut off one byte past [`MAX_BODY_BYTES`]: enough for the endpoint to see
+/// it is too large without holding all of it.
+fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
+    let unreadable = || ApiError::MalformedBody("the request body could not be read".into());
+    let body = request.consume().map_err(|()| unreadable())?;
+    let stream = body.stream().map_err(|()| unreadable())?;
+    let mut bytes = Vec::new();
+    while bytes.len() <= MAX_BODY_BYTES {
+        let wanted = MAX_BODY_BYTES + 1 - bytes.len();
+        match stream.blocking_read(wanted as u64) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
+        }
+    }
+    Ok(bytes)
+}
+
+fn write_response(response_out: ResponseOutparam, response: ApiResponse) {
+    let mut headers = vec![("content-type".to_owned(), JSON.as_bytes().to_vec())];
+    headers.extend(
         response
-            .status(self.status.as_u16())
-            .header("content-type", JSON);
-        for (name, value) in self.headers {
-            response.header(name, value);
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.into_bytes())),
+    );
+    let outgoing = OutgoingResponse::new(
+        Fields::from_list(&headers).expect("the API only sets valid headers"),
+    );
+    outgoing
+        .set_status_code(response.status.as_u16())
+        .expect("the API only answers valid status codes");
+    let body = outgoing.body().expect("a new response has a body");
+    response_out.set(outgoing);
+    // The client may be gone; there is no one left to tell if writing fails.
+    if let Ok(stream) = body.write() {
+        for chunk in response.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return;
+            }
         }
-        response.body(self.body).build()
     }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.render().into_response()
-    }
+    let _ = OutgoingBody::finish(body, None);
 }
 
 /// A component variable, or `default` where the component declares none.

@@ -1,11 +1,12 @@
 //! `PUT /cancel?task_id=ID`: cancel a pending or running task.
 
-use spin_sdk::http::{IntoResponse, Request};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
-use spin_task_helpers::api::ApiError;
 use spin_task_helpers::{spin, TaskResponse};
 
 #[http_component]
-fn cancel(request: Request) -> Result<impl IntoResponse, ApiError> {
-    Ok(spin::api()?.cancel::<TaskResponse>(&request.into()))
+fn cancel(request: IncomingRequest, response_out: ResponseOutparam) {
+    spin::serve(request, response_out, |request| {
+        Ok(spin::api()?.cancel::<TaskResponse>(request))
+    });
 }
