@@ -270,6 +270,11 @@ pub struct MemoryCas {
 }
 
 impl MemoryKeyValue {
+    /// Every key and its value, in key order: to copy the store into another.
+    pub fn to_entries(&self) -> Vec<(String, Vec<u8>)> {
+        self.entries().clone().into_iter().collect()
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         // A panic elsewhere while holding the lock leaves the map itself intact.
         self.entries
