@@ -302,6 +302,19 @@ fn bad_requests_get_their_status_and_detail() {
 }
 
 #[test]
+fn a_body_of_exactly_the_limit_is_read_whole() {
+    let app = app();
+    let wrapper = r#"{"blob": ""}"#.len();
+    let blob = "x".repeat(1024 * 1024 - wrapper);
+    let body = format!(r#"{{"blob": "{blob}"}}"#);
+    assert_eq!(body.len(), 1024 * 1024);
+    let reply = app.request("POST", "/create", Some(body.into_bytes()));
+    assert_eq!(reply.status, 201);
+    let task = app.info(id(&reply.body));
+    assert_eq!(task["blob"].as_str().map(str::len), Some(blob.len()));
+}
+
+#[test]
 fn wrong_methods_get_405_with_allow() {
     let app = app();
     let cases = [
