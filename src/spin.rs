@@ -87,7 +87,8 @@ impl std::error::Error for Misconfigured {}
 /// Answers one HTTP request: reads it, lets `endpoint` answer, writes the answer.
 ///
 /// Works on the request and response handles themselves rather than spin-sdk's `Request` and
-/// `Response`: their conversions would take half of each component's Wasm.
+/// `Response`, whose conversions would add about 95 KB to each component (`anyhow` with its
+/// backtrace printer, a header map).
 pub fn serve(
     request: IncomingRequest,
     response_out: ResponseOutparam,
