@@ -33,6 +33,8 @@ pub enum ApiError {
     Invalid(String),
     /// A body that does not parse as JSON.
     MalformedBody(String),
+    /// A body the host could not hand over.
+    UnreadableBody,
     BodyTooLarge,
     NotFound(TaskId),
     AlreadyFinished(TaskId, TaskStatus),
@@ -62,7 +64,7 @@ impl ApiError {
         match self {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedBody(_) | Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AlreadyFinished(..) | Self::Contended(_) => StatusCode::CONFLICT,
@@ -111,6 +113,7 @@ impl fmt::Display for ApiError {
             Self::MethodNotAllowed(_) => f.write_str("Method Not Allowed"),
             Self::Invalid(what) => f.write_str(what),
             Self::MalformedBody(reason) => write!(f, "request body is not valid JSON: {reason}"),
+            Self::UnreadableBody => f.write_str("request body could not be read"),
             Self::BodyTooLarge => write!(f, "request body is larger than {MAX_BODY_BYTES} bytes"),
             Self::NotFound(id) => write!(f, "Task with ID `{id}` not found"),
             Self::AlreadyFinished(id, status) => write!(

@@ -4,22 +4,21 @@
 //! Settings come from component variables, each falling back to the default the bundled
 //! `spin.toml` also declares:
 //!
-//! | variable        | default                  | what it is                                  |
-//! |-----------------|--------------------------|---------------------------------------------|
-//! | `store`         | `default`                | the key-value store label holding the tasks |
-//! | `redis_address` | `redis://127.0.0.1:6379` | the Redis server dispatch goes through      |
-//! | `channel`       | `tasks`                  | the Redis channel the worker listens on     |
-//! | `default_job`   | `noop`                   | the job of a task that names none           |
-//! | `lease_ms`      | `30000`                  | how long a worker's claim holds unrenewed   |
+//! | variable              | default                  | what it is                                   |
+//! |-----------------------|--------------------------|----------------------------------------------|
+//! | `store`               | `default`                | the key-value store label holding the tasks  |
+//! | `redis_address`       | `redis://127.0.0.1:6379` | the Redis server dispatch goes through       |
+//! | `channel`             | `tasks`                  | the Redis channel the worker listens on      |
+//! | `default_job`         | `noop`                   | the job of a task that names none            |
+//! | `lease_ms`            | `30000`                  | how long a worker's claim holds unrenewed    |
+//! | `redispatch_after_ms` | `60000`                  | how long a task stays `pending` before `/redispatch` sends it again |
+//! | `api_token`           | empty: no token needed   | the bearer token every request must carry    |
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use http::Method;
-use spin_sdk::http::{
-    Fields, IncomingRequest, Method as HttpMethod, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use spin_sdk::http::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use spin_sdk::redis::Connection;
 use spin_sdk::variables;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as kv};
@@ -101,45 +100,26 @@ pub fn serve(
 }
 
 fn read_request(request: IncomingRequest) -> Result<ApiRequest, ApiError> {
-    let method = match request.method() {
-        HttpMethod::Get => Method::GET,
-        HttpMethod::Post => Method::POST,
-        HttpMethod::Put => Method::PUT,
-        HttpMethod::Delete => Method::DELETE,
-        HttpMethod::Patch => Method::PATCH,
-        HttpMethod::Head => Method::HEAD,
-        HttpMethod::Options => Method::OPTIONS,
-        HttpMethod::Connect => Method::CONNECT,
-        HttpMethod::Trace => Method::TRACE,
-        HttpMethod::Other(other) => Method::from_bytes(other.as_bytes())
-            .map_err(|_| ApiError::Invalid(format!("`{other}` is not an HTTP method")))?,
-    };
     let path_and_query = request.path_with_query().unwrap_or_default();
-    let query = path_and_query
-        .split_once('?')
-        .map_or("", |(_, query)| query);
     let authorization = request.headers().get("authorization").into_iter().next();
-    Ok(ApiRequest {
-        method,
-        query: query.to_owned(),
-        authorization,
-        body: read_body(request)?,
-    })
+    let mut api_request = ApiRequest::new(request.method().into(), &path_and_query, Vec::new());
+    api_request.authorization = authorization;
+    api_request.body = read_body(request)?;
+    Ok(api_request)
 }
 
 /// The request body, cut off one byte past [`MAX_BODY_BYTES`]: enough for the endpoint to see
 /// it is too large without holding all of it.
 fn read_body(request: IncomingRequest) -> Result<Vec<u8>, ApiError> {
-    let unreadable = || ApiError::MalformedBody("the request body could not be read".into());
-    let body = request.consume().map_err(|()| unreadable())?;
-    let stream = body.stream().map_err(|()| unreadable())?;
+    let body = request.consume().map_err(|()| ApiError::UnreadableBody)?;
+    let stream = body.stream().map_err(|()| ApiError::UnreadableBody)?;
     let mut bytes = Vec::new();
     while bytes.len() <= MAX_BODY_BYTES {
         let wanted = MAX_BODY_BYTES + 1 - bytes.len();
         match stream.blocking_read(wanted as u64) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
+            Err(StreamError::LastOperationFailed(_)) => return Err(ApiError::UnreadableBody),
         }
     }
     Ok(bytes)
@@ -163,6 +143,7 @@ fn write_response(response_out: ResponseOutparam, response: ApiResponse) {
     response_out.set(outgoing);
     // The client may be gone; there is no one left to tell if writing fails.
     if let Ok(stream) = body.write() {
+        // `blocking-write-and-flush` takes at most 4096 bytes a call.
         for chunk in response.body.chunks(4096) {
             if stream.blocking_write_and_flush(chunk).is_err() {
                 return;
