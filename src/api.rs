@@ -157,12 +157,7 @@ impl From<StoreError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
-        match error {
-            ReadError::Store(error) => error.into(),
-            ReadError::Corrupt(id, reason) => {
-                Self::Store(format!("stored task `{id}` is not a task: {reason}"))
-            }
-        }
+        Self::Store(error.to_string())
     }
 }
 

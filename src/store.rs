@@ -7,10 +7,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
-
 use std::sync::Mutex;
-
-use serde::de::DeserializeOwned;
 
 use crate::index::Index;
 use crate::lifecycle::{self, AlreadyFinished, Cancel, Restart};
@@ -59,6 +56,17 @@ pub enum ReadError {
     Corrupt(TaskId, String),
     Store(StoreError),
 }
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Corrupt(id, reason) => write!(f, "stored task `{id}` is not a task: {reason}"),
+            Self::Store(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
 
 impl From<StoreError> for ReadError {
     fn from(error: StoreError) -> Self {
@@ -253,7 +261,7 @@ fn encode(task: &Task) -> Vec<u8> {
     serde_json::to_vec(task).expect("a task always serializes")
 }
 
-fn decode<T: DeserializeOwned>(id: &TaskId, bytes: &[u8]) -> Result<T, ReadError> {
+fn decode(id: &TaskId, bytes: &[u8]) -> Result<Task, ReadError> {
     serde_json::from_slice(bytes).map_err(|error| ReadError::Corrupt(id.clone(), error.to_string()))
 }
 

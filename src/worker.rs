@@ -184,10 +184,7 @@ impl fmt::Display for WorkerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Malformed(reason) => write!(f, "not a dispatch message: {reason}"),
-            Self::Read(ReadError::Store(error)) => write!(f, "{error}"),
-            Self::Read(ReadError::Corrupt(id, reason)) => {
-                write!(f, "stored task `{id}` is not a task: {reason}")
-            }
+            Self::Read(error) => error.fmt(f),
             Self::Contended(id) => write!(f, "task `{id}` kept changing; gave up"),
         }
     }
