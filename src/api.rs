@@ -1,6 +1,7 @@
-//! The HTTP endpoints, on plain `http` types: parse the request, apply the rules, render JSON.
+//! The HTTP endpoints, on plain request and response types: parse the request, apply the
+//! rules, render JSON.
 //!
-//! Every endpoint answers a [`Response`]: expected failures become an [`ApiError`] with one
+//! Every endpoint answers an [`ApiResponse`]: expected failures become an [`ApiError`] with one
 //! status code and a FastAPI-style `{"detail": "..."}` body, never a panic.
 
 use std::fmt;

@@ -10,11 +10,11 @@
 //! - [`index`]: the listing index, so `/list` costs one page whatever the number of tasks;
 //! - [`dispatch`]: the message that sends a task to the worker;
 //! - [`response`]: [`convert_to_response`], from a stored task to a response schema;
-//! - [`api`]: the HTTP endpoints on plain `http` types;
+//! - [`api`]: the HTTP endpoints on plain request and response types;
 //! - [`worker`]: claiming a dispatched task, running its [`Job`](worker::Job), recording the
 //!   outcome;
-//! - `spin` (feature `spin`): the adapters to Spin's key-value store, outbound Redis and
-//!   application variables.
+//! - `spin` (feature `spin`): the adapters to Spin's HTTP trigger, key-value store, outbound
+//!   Redis and application variables.
 //!
 //! Everything but `spin` runs natively, which is how it is tested.
 

@@ -2,8 +2,9 @@
 //! table of `/list` latency as tasks accumulate, `/info` latency and throughput, end-to-end
 //! dispatch, and the size of every component.
 //!
-//! `cargo benchmark` (an alias of `cargo run -p bench --profile bench-host`). Figures are for the wasmtime test host on this machine:
-//! compare them with each other (the ratios), not with Spin's.
+//! `cargo benchmark` (an alias of `cargo run -p bench --profile bench-host`). Figures are for
+//! the wasmtime test host on this machine: compare them with each other (the ratios), not with
+//! Spin's.
 
 #[path = "../../tests/host/tests/support/mod.rs"]
 mod support;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map};
 use spin_task_helpers::store::{MemoryKeyValue, Tasks};
 use spin_task_helpers::task::{Task, Timestamp};
-use spin_test_host::key_value::{CasMode, KeyValueStore};
+use spin_test_host::key_value::{self, CasMode, KeyValueStore};
 use support::{id, workspace, Client, Host, HostOptions, Redis, TempDir, HTTP_COMPONENTS};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -40,7 +41,7 @@ fn main() {
     };
     let api = Host::start(&options);
     let client = Client::new(&api.base_url);
-    let store_file = KeyValueStore::open(&state.0.join("sqlite_key_value.db"), CasMode::Sqlite)
+    let store_file = KeyValueStore::open(&state.0.join(key_value::FILE_NAME), CasMode::Sqlite)
         .expect("the host's key-value file opens");
     let seed = Tasks::new(MemoryKeyValue::default());
 

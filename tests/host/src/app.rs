@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::http_trigger::HttpTrigger;
-use crate::key_value::{CasMode, KeyValueStore};
+use crate::key_value::{self, CasMode, KeyValueStore};
 use crate::manifest::{HttpRoute, Manifest};
 use crate::outbound_hosts::AllowedHosts;
 use crate::redis_trigger::{RedisHandler, RedisServer};
@@ -85,7 +85,7 @@ pub async fn run(options: Options) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".spin"));
-    let kv_path = state_dir.join("sqlite_key_value.db");
+    let kv_path = state_dir.join(key_value::FILE_NAME);
     let kv = Arc::new(KeyValueStore::open(&kv_path, options.kv_cas)?);
     if used
         .iter()

@@ -16,6 +16,9 @@ use anyhow::{Context, Result};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+/// The store's file in the state directory, named as Spin names it.
+pub const FILE_NAME: &str = "sqlite_key_value.db";
+
 /// What `swap` reports after a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CasMode {
@@ -409,7 +412,7 @@ mod tests {
     #[test]
     fn data_survives_reopening_the_file() {
         let dir = std::env::temp_dir().join(format!("spin-test-host-kv-{}", std::process::id()));
-        let path = dir.join("sqlite_key_value.db");
+        let path = dir.join(FILE_NAME);
         KeyValueStore::open(&path, CasMode::Sqlite)
             .unwrap()
             .set("default", "k", b"kept")
